@@ -320,3 +320,49 @@ async def _decode_with_ffmpeg(
         pipe.end(abort=True)
         if not feeder.done():
             feeder.cancel()
+
+
+# --- whole uploaded files (the OpenAI-compatible API's transcriptions) ------------------------------
+
+
+class AudioTooLongError(AudioDecodeError):
+    """The upload decodes to more audio than the caller allows."""
+
+
+async def decode_file(data: bytes, rate: int, *, max_seconds: float | None = None) -> bytes:
+    """Any common audio file (wav, mp3, flac, ogg, webm, m4a, …) as 16-bit mono PCM at ``rate``.
+
+    FFmpeg probes the container from the bytes themselves, so the client's file name and content type
+    are not trusted. Decoding runs in a worker thread: a long file takes far longer than an event-loop
+    tick. Raises AudioDecodeError for bytes that are not audio, AudioTooLongError past ``max_seconds``.
+    """
+    if not data:
+        raise AudioDecodeError("the uploaded file is empty")
+    return await asyncio.to_thread(_decode_file, data, rate, max_seconds)
+
+
+def _decode_file(data: bytes, rate: int, max_seconds: float | None) -> bytes:
+    # A small compressed file can expand a thousandfold, so the limit is checked while decoding.
+    limit = None if max_seconds is None else int(max_seconds * rate) * SAMPLE_WIDTH
+    out = bytearray()
+    try:
+        with av.open(io.BytesIO(data), "r") as container:
+            if not container.streams.audio:
+                raise AudioDecodeError("the uploaded file holds no audio stream")
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+            for frame in container.decode(container.streams.audio[0]):
+                for converted in resampler.resample(frame):
+                    out += _s16_bytes(converted)
+                if limit is not None and len(out) > limit:
+                    raise AudioTooLongError(f"the uploaded audio is longer than {max_seconds:g} seconds")
+            for converted in resampler.resample(None):
+                out += _s16_bytes(converted)
+    except AudioDecodeError:
+        raise
+    except (av.FFmpegError, ValueError, OSError, EOFError) as err:
+        raise AudioDecodeError(f"the uploaded file is not audio in a known format ({type(err).__name__})") from None
+    if limit is not None and len(out) > limit:
+        raise AudioTooLongError(f"the uploaded audio is longer than {max_seconds:g} seconds")
+    if not out:
+        raise AudioDecodeError("the uploaded file holds no audio samples")
+    return bytes(out)
