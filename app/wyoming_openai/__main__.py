@@ -1,0 +1,152 @@
+"""Entry point: settings → logging → upstreams → server; discovery in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from . import __version__
+from .backends import detect_backend, discover_voices, known_backend
+from .catalog import Catalog
+from .handler import Services
+from .logs import setup_logging
+from .server import WyomingServer
+from .settings import OPENAI_VOICES, Settings, SettingsError, load_settings
+from .stt import Transcriber
+from .tts import Synthesizer
+from .upstream import Upstream, UpstreamError
+
+_LOGGER = logging.getLogger("wyoming_openai")
+
+
+def make_upstream(settings: Settings, role: str) -> Upstream:
+    prefix = role.lower()
+    return Upstream(
+        role,
+        getattr(settings, f"{prefix}_openai_url"),
+        getattr(settings, f"{prefix}_openai_key"),
+        timeout=settings.upstream_timeout,
+        connect_timeout=settings.upstream_connect_timeout,
+        read_timeout=settings.upstream_read_timeout,
+        retries=settings.upstream_retries,
+        max_connections=settings.upstream_max_connections,
+    )
+
+
+def build_services(settings: Settings) -> Services:
+    """Must run inside the event loop (the HTTP pools belong to it)."""
+    return Services(
+        settings=settings,
+        catalog=Catalog(settings),
+        transcriber=Transcriber(settings, make_upstream(settings, "STT")) if settings.stt_models else None,
+        synthesizer=Synthesizer(settings, make_upstream(settings, "TTS")) if settings.tts_models else None,
+    )
+
+
+async def discover(services: Services) -> None:
+    """Learn each upstream's kind and voices; bounded, and never in the way of serving."""
+    settings = services.settings
+
+    async def stt() -> None:
+        if services.transcriber is not None:
+            backend = await detect_backend(services.transcriber.upstream, settings.stt_backend)
+            services.transcriber.backend = backend
+            _LOGGER.info("STT upstream %s: %s", services.transcriber.upstream.display_url, backend.value)
+
+    async def tts() -> None:
+        if services.synthesizer is None:
+            return
+        upstream = services.synthesizer.upstream
+        backend = await detect_backend(upstream, settings.tts_backend)
+        _LOGGER.info("TTS upstream %s: %s", upstream.display_url, backend.value)
+        if settings.tts_voices:
+            return
+        try:
+            voices = await discover_voices(upstream, backend, settings.tts_models)
+        except UpstreamError as err:
+            _LOGGER.warning("Voice discovery failed (%s); offering OpenAI's voices. Set --tts-voices to choose.", err)
+            voices = [(voice, None) for voice in OPENAI_VOICES]
+        if not voices:
+            _LOGGER.warning("The TTS upstream lists no voices; set --tts-voices")
+            return
+        services.catalog.set_voices(voices)
+        _LOGGER.info("Voices: %s", ", ".join(services.catalog.voices))
+
+    results = await asyncio.gather(stt(), tts(), return_exceptions=True)
+    for result in results:
+        if isinstance(result, Exception):
+            _LOGGER.warning("Discovery failed: %s", result)
+
+
+async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
+    services = build_services(settings)
+    server = WyomingServer(services)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, stop.set)
+    discovery = None
+    try:
+        await server.start()
+        _LOGGER.info("Wyoming OpenAI %s serving on %s", __version__, settings.uri)
+        _warn_about_keys(settings)
+        needs_discovery = (services.transcriber and known_backend(settings.stt_backend, settings.stt_openai_url) is None) or (
+            services.synthesizer is not None
+        )
+        if needs_discovery:
+            discovery = asyncio.create_task(discover(services), name="discovery")
+        if ready is not None:
+            ready.set()
+        if settings.uri.startswith("stdio"):
+            await server.serve_stdio()
+        else:
+            await stop.wait()
+        _LOGGER.info("Stopping")
+    finally:
+        if discovery is not None:
+            discovery.cancel()
+        await server.stop()
+        for service in (services.transcriber, services.synthesizer):
+            if service is not None:
+                await service.upstream.close()
+
+
+def _warn_about_keys(settings: Settings) -> None:
+    for role, models, url, key in (
+        ("STT", settings.stt_models, settings.stt_openai_url, settings.stt_openai_key),
+        ("TTS", settings.tts_models, settings.tts_openai_url, settings.tts_openai_key),
+    ):
+        if models and key is None and "api.openai.com" in url:
+            _LOGGER.warning("No %s API key: set OPENAI_API_KEY or --%s-openai-key", role, role.lower())
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve-openai"]:
+        from .openai_api.__main__ import main as openai_api_main
+
+        return openai_api_main(argv[1:])
+    try:
+        settings = load_settings(argv)
+    except SettingsError as err:
+        print(f"wyoming-openai: error: {err}", file=sys.stderr)
+        return 2
+    setup_logging(settings)
+    try:
+        asyncio.run(serve(settings))
+    except OSError as err:
+        _LOGGER.error("Cannot serve on %s: %s", settings.uri, err.strerror or err)
+        return 1
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,251 @@
+"""One pooled HTTP client per OpenAI-compatible upstream: time-outs, retries, auth, safe errors.
+
+aiohttp rather than the OpenAI SDK: we need streamed bodies with a time-out on every read, one
+keep-alive pool per upstream with a limit, and no hidden retry delays; it also costs far less CPU
+per request, which decides how many clients one proxy can serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+from . import __version__
+from .settings import Secret, redact_url
+
+_LOGGER = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({502, 503, 504})
+RETRY_PAUSE = 0.05  # a stale keep-alive connection or a restarting server: try again at once, once
+SPEECH_BODY_TIME_FACTOR = 10  # a speech body may stream this many times the answer time-out
+ERROR_TEXT_LIMIT = 300
+
+
+class UpstreamError(Exception):
+    """An upstream request failed. ``str()`` is safe to show a user: no key, no credentials."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Upstream:
+    """The STT or the TTS server. Create inside the running loop; ``close()`` at shutdown."""
+
+    def __init__(
+        self,
+        role: str,
+        base_url: str,
+        key: Secret | None,
+        *,
+        timeout: float,
+        connect_timeout: float,
+        read_timeout: float,
+        retries: int,
+        max_connections: int,
+    ) -> None:
+        self.role = role
+        self.display_url = redact_url(base_url)
+        parts = urlsplit(base_url)
+        netloc = parts.hostname or ""
+        if ":" in netloc:
+            netloc = f"[{netloc}]"
+        if parts.port:
+            netloc += f":{parts.port}"
+        self.base_url = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+        self.root_url = urlunsplit((parts.scheme, netloc, "", "", ""))
+        self.hostname = parts.hostname or ""
+        self.timeout = timeout
+        self.read_timeout = read_timeout
+        self.retries = retries
+        self._secrets = [s for s in (key.reveal() if key else None, parts.password, parts.username) if s]
+        headers = {"User-Agent": f"wyoming-openai/{__version__}"}
+        auth = None
+        if key:
+            headers["Authorization"] = f"Bearer {key.reveal()}"
+        elif parts.username:
+            auth = aiohttp.BasicAuth(parts.username, parts.password or "")
+        self._session = aiohttp.ClientSession(
+            headers=headers,
+            auth=auth,
+            connector=aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=30, ttl_dns_cache=300),
+            timeout=aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout),
+            raise_for_status=False,
+        )
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    # --- requests ----------------------------------------------------------------------------
+
+    async def post_form(self, path: str, fields: Mapping[str, Any], file: tuple[str, bytes, str]) -> Any:
+        """Multipart POST (transcriptions); returns the parsed JSON, or the text of a text reply."""
+
+        def form() -> aiohttp.FormData:
+            data = aiohttp.FormData()
+            filename, content, content_type = file
+            data.add_field("file", content, filename=filename, content_type=content_type)
+            for name, value in fields.items():
+                for field_name, text in _form_values(name, value):
+                    data.add_field(field_name, text)
+            return data
+
+        async with self._deadline(self.timeout):
+            async with self._request("POST", path, data=form) as response:
+                body = await response.read()
+        if "json" in response.content_type:
+            try:
+                return json.loads(body)
+            except ValueError:
+                raise UpstreamError(f"{self.role} upstream sent malformed JSON", status=response.status) from None
+        return body.decode("utf-8", "replace")
+
+    @asynccontextmanager
+    async def stream_post_json(self, path: str, payload: Mapping[str, Any]) -> AsyncIterator[AsyncIterator[bytes]]:
+        """POST JSON (speech) and iterate over the body's bytes as they arrive.
+
+        The answer must come within the time-out; the body may then stream for longer, each read
+        bounded by the read time-out.
+        """
+        loop = asyncio.get_running_loop()
+        async with self._deadline(self.timeout) as deadline:
+            async with self._request("POST", path, json=dict(payload)) as response:
+                deadline.reschedule(loop.time() + self.timeout * SPEECH_BODY_TIME_FACTOR)
+                yield self._iter_body(response)
+
+    async def get_json(self, path: str, *, timeout: float, root: bool = False) -> Any:
+        """GET for probing and discovery; raises UpstreamError on any failure."""
+        async with self._deadline(timeout):
+            async with self._request("GET", path, root=root, retries=0) as response:
+                body = await response.read()
+        try:
+            return json.loads(body)
+        except ValueError:
+            return body.decode("utf-8", "replace")
+
+    # --- machinery ---------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _deadline(self, seconds: float) -> AsyncIterator[asyncio.Timeout]:
+        try:
+            async with asyncio.timeout(seconds) as deadline:
+                yield deadline
+        except TimeoutError:
+            raise self._failure(TimeoutError()) from None
+
+    async def _iter_body(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in response.content.iter_any():
+                yield chunk
+        except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+            raise self._failure(err) from None
+
+    @asynccontextmanager
+    async def _request(
+        self, method: str, path: str, *, root: bool = False, retries: int | None = None, **kwargs: Any
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        url = (self.root_url if root else self.base_url) + path
+        shown = f"{method} {(self.display_url if not root else redact_url(self.root_url))}{path}"
+        attempts = 1 + (self.retries if retries is None else retries)
+        for attempt in range(1, attempts + 1):
+            data = kwargs.get("data")
+            call_kwargs = {**kwargs, "data": data()} if callable(data) else kwargs
+            try:
+                response = await self._session.request(method, url, **call_kwargs)
+            except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+                if attempt < attempts and isinstance(err, aiohttp.ClientConnectionError):
+                    _LOGGER.debug("%s failed (%s), retrying", shown, type(err).__name__)
+                    await asyncio.sleep(RETRY_PAUSE)
+                    continue
+                raise self._failure(err) from None
+            if response.status >= 400:
+                body = await self._read_error_body(response)
+                response.release()
+                if attempt < attempts and response.status in RETRY_STATUSES:
+                    _LOGGER.debug("%s answered %s, retrying", shown, response.status)
+                    await asyncio.sleep(RETRY_PAUSE)
+                    continue
+                raise self._status_error(response, body)
+            _LOGGER.log(5, "%s -> %s", shown, response.status)
+            try:
+                yield response
+            finally:
+                response.release()
+            return
+
+    async def _read_error_body(self, response: aiohttp.ClientResponse) -> bytes:
+        try:
+            async with asyncio.timeout(self.read_timeout):
+                return await response.content.read(64 * 1024)
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return b""
+
+    def _status_error(self, response: aiohttp.ClientResponse, body: bytes) -> UpstreamError:
+        detail = _error_detail(body)
+        message = f"{self.role} upstream {self.display_url} answered {response.status} {response.reason or ''}".rstrip()
+        if response.status == 429 and (retry_after := response.headers.get("Retry-After")):
+            message += f" (rate limited; retry after {retry_after[:10]} s)"
+        if detail:
+            message += f": {detail}"
+        return UpstreamError(self.scrub(message), status=response.status)
+
+    def _failure(self, err: BaseException) -> UpstreamError:
+        if isinstance(err, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+            text = "did not answer in time"
+        elif isinstance(err, aiohttp.ClientConnectorDNSError):
+            text = f"host name {self.hostname!r} could not be resolved"
+        elif isinstance(err, aiohttp.ClientConnectorError):
+            text = f"refused or unreachable ({err.os_error.strerror or type(err.os_error).__name__})"
+        elif isinstance(err, aiohttp.ClientPayloadError):
+            text = "ended its response early (truncated body)"
+        elif isinstance(err, aiohttp.ServerDisconnectedError):
+            text = "closed the connection"
+        else:
+            text = f"failed ({type(err).__name__})"
+        return UpstreamError(self.scrub(f"{self.role} upstream {self.display_url} {text}"))
+
+    def scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _form_values(name: str, value: Any) -> list[tuple[str, str]]:
+    if value is None:
+        return []
+    if isinstance(value, bool):
+        return [(name, "true" if value else "false")]
+    if isinstance(value, (list, tuple)):
+        return [(f"{name}[]", v if isinstance(v, str) else json.dumps(v)) for v in value]
+    if isinstance(value, dict):
+        return [(name, json.dumps(value))]
+    return [(name, str(value))]
+
+
+def _error_detail(body: bytes) -> str:
+    """The upstream's own words: OpenAI's error.message, FastAPI's detail, or the text."""
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        error = parsed.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            text = str(error["message"])
+        elif isinstance(error, str):
+            text = error
+        elif "detail" in parsed:
+            detail = parsed["detail"]
+            text = detail if isinstance(detail, str) else json.dumps(detail)
+        elif "message" in parsed:
+            text = str(parsed["message"])
+    text = " ".join(text.split())
+    return text[:ERROR_TEXT_LIMIT] + ("…" if len(text) > ERROR_TEXT_LIMIT else "")
