@@ -9,7 +9,7 @@ import signal
 import sys
 
 from . import __version__
-from .backends import detect_backend, discover_voices, known_backend
+from .backends import detect_backend, discover_voices
 from .catalog import Catalog
 from .handler import Services
 from .logs import setup_logging
@@ -81,38 +81,52 @@ async def discover(services: Services) -> None:
             _LOGGER.warning("Discovery failed: %s", result)
 
 
-async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
-    services = build_services(settings)
-    server = WyomingServer(services)
-    stop = stop or asyncio.Event()
+class Proxy:
+    """The running service: upstream pools, the server, discovery. Start and stop inside one loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.services: Services | None = None
+        self.server: WyomingServer | None = None
+        self.discovery: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        self.services = services = build_services(settings)
+        self.server = WyomingServer(services)
+        await self.server.start()
+        _LOGGER.info("Wyoming OpenAI %s serving on %s", __version__, settings.uri)
+        _warn_about_keys(settings)
+        self.discovery = asyncio.create_task(discover(services), name="discovery")
+
+    async def stop(self) -> None:
+        if self.discovery is not None:
+            self.discovery.cancel()
+        if self.server is not None:
+            await self.server.stop()
+        if self.services is not None:
+            for service in (self.services.transcriber, self.services.synthesizer):
+                if service is not None:
+                    await service.upstream.close()
+
+
+async def serve(settings: Settings) -> None:
+    proxy = Proxy(settings)
+    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signum, stop.set)
-    discovery = None
     try:
-        await server.start()
-        _LOGGER.info("Wyoming OpenAI %s serving on %s", __version__, settings.uri)
-        _warn_about_keys(settings)
-        needs_discovery = (services.transcriber and known_backend(settings.stt_backend, settings.stt_openai_url) is None) or (
-            services.synthesizer is not None
-        )
-        if needs_discovery:
-            discovery = asyncio.create_task(discover(services), name="discovery")
-        if ready is not None:
-            ready.set()
+        await proxy.start()
         if settings.uri.startswith("stdio"):
-            await server.serve_stdio()
+            assert proxy.server is not None
+            await proxy.server.serve_stdio()
         else:
             await stop.wait()
         _LOGGER.info("Stopping")
     finally:
-        if discovery is not None:
-            discovery.cancel()
-        await server.stop()
-        for service in (services.transcriber, services.synthesizer):
-            if service is not None:
-                await service.upstream.close()
+        await proxy.stop()
 
 
 def _warn_about_keys(settings: Settings) -> None:

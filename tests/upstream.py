@@ -1,0 +1,333 @@
+"""A real HTTP server standing in for an OpenAI-compatible speech API.
+
+Every request is checked against rules written from the OpenAI audio API spec
+(`../shared/reference/openai-audio-openapi.yaml`; `test_upstream_rules.py` checks that these rules
+still say what the spec says). A request that breaks a rule gets a 400 and is recorded in
+``violations``, which the tests' fixture asserts empty. Faults are switched on per test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import wave
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from audio_samples import encode, tone, wav
+
+# --- rules from the spec (CreateSpeechRequest, CreateTranscriptionRequest) -----------------------
+SPEECH_PROPERTIES = {"model", "input", "instructions", "voice", "response_format", "speed", "stream_format"}
+SPEECH_REQUIRED = {"model", "input", "voice"}
+SPEECH_FORMATS = {"mp3", "opus", "aac", "flac", "wav", "pcm"}
+SPEECH_STREAM_FORMATS = {"sse", "audio"}
+SPEECH_SPEED_RANGE = (0.25, 4.0)
+SPEECH_TEXT_MAX = 4096
+TRANSCRIPTION_PROPERTIES = {
+    "file", "model", "language", "languages", "keywords", "prompt", "response_format", "temperature",
+    "include", "timestamp_granularities", "stream", "chunking_strategy", "known_speaker_names",
+    "known_speaker_references",
+}  # fmt: skip
+TRANSCRIPTION_REQUIRED = {"file", "model"}
+TRANSCRIPTION_FORMATS = {"json", "text", "srt", "verbose_json", "vtt", "diarized_json"}
+TRANSCRIPTION_FILE_TYPES = {"flac", "mp3", "mp4", "mpeg", "mpga", "m4a", "ogg", "wav", "webm"}
+TRANSCRIPTION_ARRAYS = {"languages", "keywords", "include", "timestamp_granularities", "known_speaker_names", "known_speaker_references"}
+PCM_RATE = 24000  # OpenAI's raw pcm: 24 kHz, 16-bit, mono
+SECONDS_PER_CHARACTER = 0.02
+
+
+@dataclass
+class Fault:
+    """What to do instead of answering well."""
+
+    status: int | None = None  # answer with this HTTP status and an OpenAI error body
+    message: str = "simulated failure"
+    retry_after: str | None = None
+    times: int = 1_000_000  # how many requests are hit before answering well again
+    silent: bool = False  # accept, then never answer
+    drip_interval: float | None = None  # send the body one byte at a time
+    truncate: bool = False  # promise more bytes than sent, then hang up
+    body: bytes | None = None  # send these bytes as the 200 body (not audio)
+    close_connection: bool = False  # hang up without answering
+
+
+@dataclass
+class Recorded:
+    path: str
+    headers: dict[str, str]
+    json: dict[str, Any] | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    file_name: str | None = None
+    file_bytes: bytes | None = None
+
+
+class FakeUpstream:
+    def __init__(self, *, key: str | None = None, backend: str = "OPENAI", voices: list[str] | None = None) -> None:
+        self.key = key
+        self.backend = backend
+        self.voices = voices or ["af_heart", "am_adam"]
+        self.requests: list[Recorded] = []
+        self.violations: list[str] = []
+        self.speech_faults: list[Fault] = []
+        self.transcription_faults: list[Fault] = []
+        self.allowed_extra_fields: set[str] = set()
+        self.speech_override: tuple[str, bytes] | None = None  # (response kind, body) sent whatever was asked
+        self.chunk_bytes = 4096
+        self.chunk_delay = 0.0
+        self.answer_delay = 0.0
+        self.transcript: str | None = None
+        self.peers: set[tuple[str, int]] = set()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/audio/speech", self._speech)
+        app.router.add_post("/v1/audio/transcriptions", self._transcriptions)
+        app.router.add_get("/v1/test", self._kokoro_test)
+        app.router.add_get("/v1/audio/voices", self._kokoro_voices)
+        app.router.add_get("/health", self._speaches_health)
+        app.router.add_get("/v1/models/{model:.+}", self._speaches_model)
+        app.router.add_get("/readyz", self._localai_ready)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # --- checks -------------------------------------------------------------------------------
+
+    def _violation(self, text: str) -> web.Response:
+        self.violations.append(text)
+        return _error(400, text)
+
+    def _check_auth(self, request: web.Request) -> web.Response | None:
+        self.peers.add(request.transport.get_extra_info("peername")[:2])  # type: ignore[union-attr]
+        if self.key is not None and request.headers.get("Authorization") != f"Bearer {self.key}":
+            return _error(401, "Incorrect API key provided")
+        return None
+
+    def _take_fault(self, faults: list[Fault]) -> Fault | None:
+        while faults and faults[0].times <= 0:
+            faults.pop(0)
+        if not faults:
+            return None
+        faults[0].times -= 1
+        return faults[0]
+
+    # --- speech ---------------------------------------------------------------------------------
+
+    async def _speech(self, request: web.Request) -> web.StreamResponse:
+        if (denied := self._check_auth(request)) is not None:
+            return denied
+        if request.content_type != "application/json":
+            return self._violation(f"speech: content type {request.content_type}, expected application/json")
+        try:
+            body = await request.json()
+        except ValueError:
+            return self._violation("speech: body is not JSON")
+        self.requests.append(Recorded("/audio/speech", dict(request.headers), json=body))
+        if problem := check_speech(body, self.allowed_extra_fields):
+            return self._violation(problem)
+        if self.answer_delay:
+            await asyncio.sleep(self.answer_delay)
+        fault = self._take_fault(self.speech_faults)
+        if fault is not None and (early := await _fault_response(request, fault)) is not None:
+            return early
+
+        fmt = body.get("response_format", "mp3")
+        seconds = max(0.1, len(body["input"]) * SECONDS_PER_CHARACTER)
+        content = speech_audio(fmt, seconds) if self.speech_override is None else self.speech_override[1]
+        if fault is not None and fault.body is not None:
+            content = fault.body
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        if fault is not None and fault.truncate:
+            response.content_length = len(content) * 2
+        else:
+            response.enable_chunked_encoding()
+        await response.prepare(request)
+        step = 1 if fault is not None and fault.drip_interval else self.chunk_bytes
+        for start in range(0, len(content), step):
+            await response.write(content[start : start + step])
+            if fault is not None and fault.drip_interval:
+                await asyncio.sleep(fault.drip_interval)
+            elif self.chunk_delay:
+                await asyncio.sleep(self.chunk_delay)
+        if fault is not None and fault.truncate:
+            request.transport.close()  # type: ignore[union-attr]
+            return response
+        await response.write_eof()
+        return response
+
+    # --- transcriptions ---------------------------------------------------------------------------
+
+    async def _transcriptions(self, request: web.Request) -> web.StreamResponse:
+        if (denied := self._check_auth(request)) is not None:
+            return denied
+        if request.content_type != "multipart/form-data":
+            return self._violation(f"transcription: content type {request.content_type}, expected multipart/form-data")
+        fields: dict[str, Any] = {}
+        recorded = Recorded("/audio/transcriptions", dict(request.headers), fields=fields)
+        reader = await request.multipart()
+        async for part in reader:
+            name = part.name or ""
+            if name == "file":
+                recorded.file_name = part.filename
+                recorded.file_bytes = bytes(await part.read())
+                fields["file"] = True
+            elif name.endswith("[]"):
+                fields.setdefault(name[:-2], []).append(await part.text())
+            else:
+                if name in fields:
+                    return self._violation(f"transcription: field {name} sent twice")
+                fields[name] = await part.text()
+        self.requests.append(recorded)
+        if problem := check_transcription(fields, recorded.file_name, recorded.file_bytes, self.allowed_extra_fields):
+            return self._violation(problem)
+        if self.answer_delay:
+            await asyncio.sleep(self.answer_delay)
+        fault = self._take_fault(self.transcription_faults)
+        if fault is not None and (early := await _fault_response(request, fault)) is not None:
+            return early
+        if fault is not None and fault.body is not None:
+            return web.Response(body=fault.body, content_type="application/json")
+        text = self.transcript if self.transcript is not None else describe_wav(recorded.file_bytes or b"")
+        if fields.get("response_format") == "text":
+            return web.Response(text=text)
+        return web.json_response({"text": text})
+
+    # --- backend probes and voice listings ---------------------------------------------------------
+
+    async def _kokoro_test(self, request: web.Request) -> web.Response:
+        if self.backend != "KOKORO_FASTAPI":
+            return _error(404, "Not Found")
+        return web.json_response({"status": "ok"})
+
+    async def _kokoro_voices(self, request: web.Request) -> web.Response:
+        if self.backend != "KOKORO_FASTAPI":
+            return _error(404, "Not Found")
+        return web.json_response({"voices": self.voices})
+
+    async def _speaches_health(self, request: web.Request) -> web.Response:
+        if self.backend != "SPEACHES":
+            return _error(404, "Not Found")
+        return web.Response(text="OK")
+
+    async def _speaches_model(self, request: web.Request) -> web.Response:
+        if self.backend != "SPEACHES":
+            return _error(404, "Not Found")
+        model = request.match_info["model"]
+        return web.json_response(
+            {"id": model, "object": "model", "voices": [{"name": f"{v}", "language": "en-us"} for v in self.voices]}
+        )
+
+    async def _localai_ready(self, request: web.Request) -> web.Response:
+        if self.backend != "LOCALAI":
+            return _error(404, "Not Found")
+        return web.Response(text="OK")
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+async def _fault_response(request: web.Request, fault: Fault) -> web.StreamResponse | None:
+    if fault.silent:
+        await asyncio.sleep(3600)
+    if fault.close_connection:
+        request.transport.close()  # type: ignore[union-attr]
+        return web.Response(status=500)
+    if fault.status is not None:
+        headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
+        return _error(fault.status, fault.message, headers)
+    return None
+
+
+def check_speech(body: Any, extra: set[str]) -> str | None:
+    if not isinstance(body, dict):
+        return "speech: body is not a JSON object"
+    if missing := SPEECH_REQUIRED - body.keys():
+        return f"speech: missing {sorted(missing)}"
+    if unknown := body.keys() - SPEECH_PROPERTIES - extra:
+        return f"speech: unknown properties {sorted(unknown)}"
+    if not isinstance(body["model"], str) or not isinstance(body["input"], str):
+        return "speech: model and input must be strings"
+    if len(body["input"]) > SPEECH_TEXT_MAX:
+        return f"speech: input longer than {SPEECH_TEXT_MAX}"
+    voice = body["voice"]
+    if not (isinstance(voice, str) or (isinstance(voice, dict) and isinstance(voice.get("id"), str))):
+        return "speech: voice must be a string or {id}"
+    if "instructions" in body and (not isinstance(body["instructions"], str) or len(body["instructions"]) > 4096):
+        return "speech: bad instructions"
+    if body.get("response_format", "mp3") not in SPEECH_FORMATS:
+        return f"speech: response_format {body.get('response_format')!r}"
+    if body.get("stream_format", "audio") not in SPEECH_STREAM_FORMATS:
+        return "speech: bad stream_format"
+    if "speed" in body:
+        speed = body["speed"]
+        if isinstance(speed, bool) or not isinstance(speed, (int, float)):
+            return "speech: speed is not a number"
+        if not SPEECH_SPEED_RANGE[0] <= speed <= SPEECH_SPEED_RANGE[1]:
+            return f"speech: speed {speed} out of range"
+    return None
+
+
+def check_transcription(fields: dict[str, Any], file_name: str | None, data: bytes | None, extra: set[str]) -> str | None:
+    if missing := TRANSCRIPTION_REQUIRED - fields.keys():
+        return f"transcription: missing {sorted(missing)}"
+    if unknown := fields.keys() - TRANSCRIPTION_PROPERTIES - extra:
+        return f"transcription: unknown fields {sorted(unknown)}"
+    if not file_name or file_name.rsplit(".", 1)[-1].lower() not in TRANSCRIPTION_FILE_TYPES:
+        return f"transcription: file name {file_name!r} has no supported extension"
+    for name in TRANSCRIPTION_ARRAYS & fields.keys():
+        if not isinstance(fields[name], list):
+            return f"transcription: {name} must be sent as an array ({name}[])"
+    if fields.get("response_format", "json") not in TRANSCRIPTION_FORMATS:
+        return f"transcription: response_format {fields.get('response_format')!r}"
+    if "temperature" in fields:
+        try:
+            temperature = float(fields["temperature"])
+        except ValueError:
+            return "transcription: temperature is not a number"
+        if not 0 <= temperature <= 1:
+            return "transcription: temperature out of 0..1"
+    if "stream" in fields and fields["stream"] not in ("true", "false"):
+        return "transcription: stream must be true or false"
+    if file_name.lower().endswith(".wav"):
+        try:
+            with wave.open(io.BytesIO(data or b"")) as w:
+                frames = w.getnframes()
+                if len(w.readframes(frames)) != frames * w.getsampwidth() * w.getnchannels():
+                    return "transcription: WAV shorter than its header says"
+        except (wave.Error, EOFError) as err:
+            return f"transcription: file is not a valid WAV ({err})"
+    return None
+
+
+def describe_wav(data: bytes) -> str:
+    """The transcript the stand-in 'hears': what arrived, so tests can check it."""
+    with wave.open(io.BytesIO(data)) as w:
+        return f"{w.getnframes()} frames at {w.getframerate()} Hz, {w.getsampwidth() * 8}-bit, {w.getnchannels()} ch"
+
+
+def speech_audio(fmt: str, seconds: float) -> bytes:
+    pcm = tone(seconds, PCM_RATE)
+    if fmt == "pcm":
+        return pcm
+    if fmt == "wav":
+        return wav(pcm, PCM_RATE)
+    if fmt == "opus":
+        return encode("opus", tone(seconds, 48000), 48000)
+    return encode(fmt, pcm, PCM_RATE)
+
