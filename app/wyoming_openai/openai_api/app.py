@@ -1,0 +1,515 @@
+"""The aiohttp application: OpenAI's audio and models routes, each a thin layer over the Wyoming pool.
+
+A streamed response is prepared only when its first bytes are ready, so every failure before audio
+or text exists still gets a proper status and OpenAI's error JSON. After that, an SSE stream ends
+with an ``error`` event, and a raw audio stream is cut off (the client sees a truncated chunked
+body, never a silently short file).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import math
+from typing import Any
+
+from aiohttp import web
+from wyoming.asr import Transcript, TranscriptChunk
+
+from ..audio import AudioDecodeError, AudioTooLongError, decode_file
+from . import auth, cors
+from .config import ApiSettings
+from .encoders import CONTENT_TYPES, MAX_SPEED, MIN_SPEED, SPEECH_FORMATS, SpeechPipeline
+from .errors import ApiError, invalid, not_found
+from .formats import STREAMABLE_FORMATS, TRANSCRIPTION_FORMATS, TranscriptionResult, render, sse
+from .wyoming_pool import ASR_RATE, AsrModel, Timeouts, TtsModel, Voice, WyomingPool
+
+_LOGGER = logging.getLogger(__name__)
+
+POOL: web.AppKey[WyomingPool] = web.AppKey("pool", WyomingPool)
+SETTINGS: web.AppKey[ApiSettings] = web.AppKey("settings", ApiSettings)
+
+# OpenAI's own model and voice names, which SDKs and apps send by default: they mean "the first
+# Wyoming model of that kind" and "the model's default voice" unless a server offers those names.
+OPENAI_TTS_MODELS = frozenset({"tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15"})
+OPENAI_STT_MODELS = frozenset(
+    {"whisper-1", "gpt-transcribe", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-4o-mini-transcribe-2025-12-15"}
+)
+OPENAI_VOICES = frozenset(
+    {"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse", "marin", "cedar"}
+)
+MULTIPART_FIELD_LIMIT = 64 * 1024  # a text field (prompt, language, …) longer than this is not a mistake we serve
+SPEECH_DONE_USAGE = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}  # Wyoming counts no tokens
+
+
+# --- middleware: every failure in OpenAI's error shape --------------------------------------------
+
+
+def _http_error(request: web.Request, err: web.HTTPException, settings: ApiSettings) -> ApiError:
+    if err.status == 404:
+        return ApiError(404, f"Unknown request URL: {request.method} {request.path}.", code="unknown_url")
+    if err.status == 405:
+        return ApiError(405, f"{request.method} is not allowed on {request.path}.", code="method_not_allowed")
+    if err.status == 413:
+        return ApiError(
+            413, f"The request body is larger than the {settings.max_upload_mb:g} MB limit.", code="request_too_large"
+        )
+    return ApiError(err.status, err.reason or "Request failed.", code=None)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: auth.Handler) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    try:
+        return await handler(request)
+    except ApiError as err:
+        headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+        return err.response(headers)
+    except web.HTTPException as err:
+        if err.status < 400:
+            raise
+        return _http_error(request, err, settings).response()
+
+
+# --- request parsing ------------------------------------------------------------------------------
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise invalid("The request body must be JSON (Content-Type: application/json).", code="invalid_content_type")
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise invalid("The request body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise invalid("The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def _required_str(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if value is None:
+        raise invalid(f"Missing required parameter: '{name}'.", name, "missing_required_parameter")
+    if not isinstance(value, str):
+        raise invalid(f"Invalid type for '{name}': expected a string.", name, "invalid_type")
+    return value
+
+
+def _choice(value: Any, name: str, choices: tuple[str, ...], default: str) -> str:
+    if value is None or value == "":
+        return default
+    if not isinstance(value, str) or value not in choices:
+        raise invalid(f"Invalid value for '{name}': {value!r}. Supported values are: {', '.join(choices)}.", name)
+    return value
+
+
+def _speed(value: Any) -> float:
+    if value is None:
+        return 1.0
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        speed = float(value)
+    except (TypeError, ValueError):
+        raise invalid("Invalid type for 'speed': expected a number.", "speed", "invalid_type") from None
+    if not math.isfinite(speed) or not MIN_SPEED <= speed <= MAX_SPEED:
+        raise invalid(f"Invalid value for 'speed': {value}. It must be between {MIN_SPEED} and {MAX_SPEED}.", "speed")
+    return speed
+
+
+def _true(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("true", "1", "yes", "on")
+
+
+# --- model and voice resolution -------------------------------------------------------------------
+
+
+async def _resolve(pool: WyomingPool, model_id: str, kind: str) -> TtsModel | AsrModel:
+    """The model for a request; one refresh if it is unknown, 503 if it may be on a server that is down."""
+    for attempt in (0, 1):
+        table = pool.catalog.tts if kind == "tts" else pool.catalog.asr
+        model = table.get(model_id)
+        if model is None and model_id in (OPENAI_TTS_MODELS if kind == "tts" else OPENAI_STT_MODELS) and table:
+            model = next(iter(table.values()))
+        if model is not None:
+            return model
+        if attempt == 0:
+            await pool.refresh_if_stale()
+    other = pool.catalog.asr if kind == "tts" else pool.catalog.tts
+    if model_id in other:
+        what = "speech-to-text" if kind == "tts" else "text-to-speech"
+        raise invalid(f"The model '{model_id}' is a {what} model and cannot do this.", "model", "invalid_model")
+    down = pool.unreachable()
+    if down:
+        raise ApiError(
+            503,
+            f"The model '{model_id}' is not available now: Wyoming server(s) {', '.join(down)} cannot be reached.",
+            type="server_error",
+            code="wyoming_unavailable",
+        )
+    table = pool.catalog.tts if kind == "tts" else pool.catalog.asr
+    known = ", ".join(sorted(table)) or "none"
+    raise not_found(
+        f"The model '{model_id}' does not exist. Available {'text-to-speech' if kind == 'tts' else 'speech-to-text'} "
+        f"models: {known}.",
+        "model",
+    )
+
+
+def _resolve_voice(model: TtsModel, value: Any) -> tuple[Voice | None, str | None]:
+    """(voice, speaker). ``name:speaker`` picks a speaker of a multi-speaker voice."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    if not isinstance(value, str) or not value.strip():
+        raise invalid("Invalid value for 'voice': expected a voice name.", "voice", "invalid_type")
+    if value in model.voices:
+        return model.voices[value], None
+    name, sep, speaker = value.rpartition(":")
+    if sep and name in model.voices:
+        voice = model.voices[name]
+        if voice.speakers and speaker not in voice.speakers:
+            raise invalid(f"The voice '{name}' has no speaker '{speaker}'.", "voice", "voice_not_found")
+        return voice, speaker
+    if value in OPENAI_VOICES or not model.voices:
+        return model.default_voice(), None
+    examples = ", ".join(list(model.voices)[:10]) + (", …" if len(model.voices) > 10 else "")
+    raise invalid(
+        f"The voice '{value}' is not offered by model '{model.id}'. Voices include: {examples} "
+        f"(GET /v1/audio/voices?model={model.id} lists them all).",
+        "voice",
+        "voice_not_found",
+    )
+
+
+# --- routes ---------------------------------------------------------------------------------------
+
+
+async def speech(request: web.Request) -> web.StreamResponse:
+    pool, settings = request.app[POOL], request.app[SETTINGS]
+    body = await _json_body(request)
+    model_id = _required_str(body, "model")
+    text = _required_str(body, "input")
+    if not text.strip():
+        raise invalid("'input' is empty: give the text to speak.", "input", "empty_input")
+    if len(text) > settings.max_input_chars:
+        raise invalid(
+            f"'input' is {len(text)} characters long; at most {settings.max_input_chars} are accepted.",
+            "input",
+            "string_above_max_length",
+        )
+    if "voice" not in body:
+        raise invalid("Missing required parameter: 'voice'.", "voice", "missing_required_parameter")
+    response_format = _choice(body.get("response_format"), "response_format", SPEECH_FORMATS, "mp3")
+    stream_format = _choice(body.get("stream_format"), "stream_format", ("audio", "sse"), "audio")
+    speed = _speed(body.get("speed"))
+    model = await _resolve(pool, model_id, "tts")
+    assert isinstance(model, TtsModel)
+    voice, speaker = _resolve_voice(model, body.get("voice"))
+
+    pipeline = SpeechPipeline(response_format, speed)
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream" if stream_format == "sse" else CONTENT_TYPES[response_format]}
+    )
+    if stream_format == "sse":
+        response.headers["Cache-Control"] = "no-cache"
+
+    async def send(data: bytes) -> None:
+        if not data:
+            return
+        if not response.prepared:
+            await response.prepare(request)
+        if stream_format == "sse":
+            await response.write(sse({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()}))
+        else:
+            await response.write(data)
+
+    audio = pool.synthesize(model, text, voice.name if voice else None, speaker)
+    try:
+        async with contextlib.aclosing(audio):
+            async for fmt, pcm in audio:
+                pipeline.start(fmt)
+                if pcm:
+                    await send(await pipeline.push(pcm))
+        if not pipeline.started:
+            raise ApiError(502, "The Wyoming server sent no audio.", type="server_error", code="wyoming_error")
+        await send(await pipeline.finish())
+    except ApiError as err:
+        if not response.prepared:
+            raise
+        _LOGGER.warning("Speech failed after the response started: %s", err.message)
+        if stream_format == "sse":
+            await response.write(sse(err.body()))
+            await response.write_eof()
+            return response
+        _abort(request)
+        return response
+    finally:
+        pipeline.close()
+    if not response.prepared:
+        await response.prepare(request)  # no bytes at all (empty pcm): still a valid, empty answer
+    if stream_format == "sse":
+        await response.write(sse({"type": "speech.audio.done", "usage": SPEECH_DONE_USAGE}))
+    await response.write_eof()
+    return response
+
+
+def _abort(request: web.Request) -> None:
+    # Closing without the final chunk tells HTTP clients the body is incomplete.
+    if request.transport is not None:
+        request.transport.close()
+
+
+async def _read_form(request: web.Request, limit: int) -> tuple[dict[str, list[str]], bytes | None]:
+    """Multipart fields (repeatable, as ``include[]``) and the ``file`` part, read within ``limit`` bytes."""
+    if not request.content_type.startswith("multipart/form-data"):
+        raise invalid("Send the audio as multipart/form-data with a 'file' part.", None, "invalid_content_type")
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, f"The request body is larger than the {limit / 1048576:g} MB limit.", code="request_too_large")
+    fields: dict[str, list[str]] = {}
+    upload: bytes | None = None
+    total = 0
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, web.BodyPartReader) and hasattr(part, "next"):
+                raise invalid("Nested multipart bodies are not accepted.", None, "invalid_multipart")
+            name = part.name or ""
+            data = bytearray()
+            while chunk := await part.read_chunk(64 * 1024):
+                data += chunk
+                total += len(chunk)
+                if total > limit:
+                    raise ApiError(
+                        413, f"The request body is larger than the {limit / 1048576:g} MB limit.", code="request_too_large"
+                    )
+                if name != "file" and len(data) > MULTIPART_FIELD_LIMIT:
+                    raise invalid(f"The form field '{name}' is too long.", name, "field_too_long")
+            if name == "file":
+                upload = bytes(data)
+            else:
+                fields.setdefault(name.removesuffix("[]"), []).append(data.decode("utf-8", "replace"))
+    except (ValueError, AssertionError) as err:  # aiohttp's parser rejects a malformed body with these
+        raise invalid(f"The multipart body cannot be read ({err}).", None, "invalid_multipart") from None
+    return fields, upload
+
+
+def _field(fields: dict[str, list[str]], name: str) -> str | None:
+    values = fields.get(name)
+    return values[-1] if values else None
+
+
+async def transcriptions(request: web.Request) -> web.StreamResponse:
+    pool, settings = request.app[POOL], request.app[SETTINGS]
+    fields, upload = await _read_form(request, settings.max_upload_bytes)
+    if upload is None:
+        raise invalid("Missing required parameter: 'file'.", "file", "missing_required_parameter")
+    model_id = _field(fields, "model")
+    if not model_id:
+        raise invalid("Missing required parameter: 'model'.", "model", "missing_required_parameter")
+    response_format = _choice(_field(fields, "response_format"), "response_format", TRANSCRIPTION_FORMATS, "json")
+    stream = _true(_field(fields, "stream"))
+    if stream and response_format not in STREAMABLE_FORMATS:
+        raise invalid(
+            f"Streaming is available with response_format json or text, not {response_format}.",
+            "stream",
+            "unsupported_value",
+        )
+    granularities = fields.get("timestamp_granularities", [])
+    if "word" in granularities:
+        raise invalid(
+            "Word timestamps are not available: Wyoming speech-to-text servers report no timings.",
+            "timestamp_granularities",
+            "unsupported_value",
+        )
+    if "logprobs" in fields.get("include", []):
+        raise invalid(
+            "Log probabilities are not available from Wyoming speech-to-text servers.", "include", "unsupported_value"
+        )
+    temperature = _field(fields, "temperature")
+    if temperature:
+        try:
+            if not 0 <= float(temperature) <= 1:
+                raise ValueError
+        except ValueError:
+            raise invalid("Invalid value for 'temperature': expected a number from 0 to 1.", "temperature") from None
+    language = (_field(fields, "language") or "").strip() or None
+    prompt = (_field(fields, "prompt") or "").strip() or None
+    model = await _resolve(pool, model_id, "asr")
+    assert isinstance(model, AsrModel)
+
+    try:
+        pcm = await decode_file(upload, ASR_RATE, max_seconds=settings.max_audio_seconds)
+    except AudioTooLongError as err:
+        raise invalid(f"{str(err).capitalize()}.", "file", "audio_too_long") from None
+    except AudioDecodeError as err:
+        raise invalid(
+            f"{str(err).capitalize()}. Supported: flac, mp3, mp4, mpeg, mpga, m4a, ogg, wav, webm.",
+            "file",
+            "invalid_audio",
+        ) from None
+    duration = len(pcm) / (ASR_RATE * 2)
+    # Wyoming has no prompt field; its free-form context is where a server can find one.
+    context = {"prompt": prompt} if prompt else None
+    events = pool.transcribe(model, pcm, language=language, context=context)
+    if not stream:
+        final: Transcript | None = None
+        async with contextlib.aclosing(events):
+            async for event in events:
+                if isinstance(event, Transcript):
+                    final = event
+        assert final is not None
+        body, content_type = render(TranscriptionResult(final.text, duration, final.language or language), response_format)
+        return web.Response(text=body, content_type=content_type.split(";")[0], charset="utf-8")
+
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+
+    async def send(event: dict[str, Any]) -> None:
+        if not response.prepared:
+            await response.prepare(request)
+        await response.write(sse(event))
+
+    streamed = False
+    try:
+        async with contextlib.aclosing(events):
+            async for event in events:
+                if isinstance(event, TranscriptChunk):
+                    if event.text:
+                        streamed = True
+                        await send({"type": "transcript.text.delta", "delta": event.text})
+                elif isinstance(event, Transcript):
+                    if not streamed and event.text:
+                        await send({"type": "transcript.text.delta", "delta": event.text})
+                    await send({"type": "transcript.text.done", "text": event.text})
+    except ApiError as err:
+        if not response.prepared:
+            raise
+        _LOGGER.warning("Transcription failed after the response started: %s", err.message)
+        await response.write(sse(err.body()))
+    await response.write_eof()
+    return response
+
+
+async def translations(request: web.Request) -> web.StreamResponse:
+    raise invalid(
+        "Translation is not available: Wyoming speech-to-text servers transcribe in the spoken language and "
+        "have no translate task. Use /v1/audio/transcriptions.",
+        "model",
+        "unsupported_operation",
+    )
+
+
+def _model_object(model: TtsModel | AsrModel) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": model.id,
+        "object": "model",
+        "created": model.created,
+        "owned_by": model.owned_by,
+        "task": "text-to-speech" if isinstance(model, TtsModel) else "speech-to-text",
+    }
+    if model.description:
+        data["description"] = model.description
+    if isinstance(model, AsrModel):
+        data["languages"] = list(model.languages)
+        data["streaming"] = model.streaming
+    else:
+        data["languages"] = sorted({lang for v in model.voices.values() for lang in v.languages})
+    return data
+
+
+async def list_models(request: web.Request) -> web.Response:
+    catalog = request.app[POOL].catalog
+    return web.json_response({"object": "list", "data": [_model_object(m) for m in catalog.models()]})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    pool = request.app[POOL]
+    model_id = request.match_info["model"]
+    model = pool.catalog.get(model_id)
+    if model is None:
+        await pool.refresh_if_stale()
+        model = pool.catalog.get(model_id)
+    if model is None:
+        raise not_found(f"The model '{model_id}' does not exist.", "model")
+    return web.json_response(_model_object(model))
+
+
+async def list_voices(request: web.Request) -> web.Response:
+    catalog = request.app[POOL].catalog
+    model_id = request.query.get("model")
+    if model_id:
+        model = await _resolve(request.app[POOL], model_id, "tts")
+        assert isinstance(model, TtsModel)
+        models = [model]
+    else:
+        models = list(catalog.tts.values())
+    data = []
+    for model in models:
+        default = model.default_voice()
+        for voice in model.voices.values():
+            entry: dict[str, Any] = {
+                "id": voice.id,
+                "object": "voice",
+                "name": voice.description or voice.name,
+                "model": model.id,
+                "languages": list(voice.languages),
+                "installed": voice.installed,
+                "default": voice is default,
+            }
+            if voice.speakers:
+                entry["speakers"] = list(voice.speakers)
+            data.append(entry)
+    return web.json_response({"object": "list", "data": data})
+
+
+async def health(request: web.Request) -> web.Response:
+    pool = request.app[POOL]
+    servers = pool.servers
+    return web.json_response(
+        {"status": "ok", "servers": len(servers), "reachable": sum(1 for s in servers if s.error is None and s.info)}
+    )
+
+
+# --- assembly -------------------------------------------------------------------------------------
+
+
+def create_app(settings: ApiSettings, pool: WyomingPool | None = None) -> web.Application:
+    middlewares = []
+    if settings.cors_origins:
+        middlewares.append(cors.middleware(settings.cors_origins))
+    middlewares.append(_errors)
+    middlewares.append(auth.middleware(auth.KeyChecker(settings.api_keys)))
+    # Speech bodies are small JSON; the upload limit bounds the multipart reader and aiohttp's own reads.
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_upload_bytes)
+    app[SETTINGS] = settings
+    app[POOL] = pool or WyomingPool(
+        settings.wyoming_uris,
+        Timeouts(connect=settings.connect_timeout, read=settings.read_timeout),
+        refresh_interval=settings.refresh_interval,
+    )
+    if settings.cors_origins:
+        app.on_response_prepare.append(cors.on_prepare)
+
+    async def lifecycle(app: web.Application) -> Any:
+        await app[POOL].start()
+        discovery = None
+        if settings.zeroconf:
+            from .discovery import ZeroconfDiscovery  # the zeroconf package is an optional extra
+
+            discovery = ZeroconfDiscovery(app[POOL])
+            await discovery.start()
+        yield
+        if discovery is not None:
+            await discovery.stop()
+        await app[POOL].close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_post("/v1/audio/speech", speech)
+    app.router.add_post("/v1/audio/transcriptions", transcriptions)
+    app.router.add_post("/v1/audio/translations", translations)
+    app.router.add_get("/v1/audio/voices", list_voices)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", get_model)  # ids such as org/model-name
+    app.router.add_get("/health", health)
+    return app
