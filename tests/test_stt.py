@@ -10,7 +10,7 @@ from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 
 from audio_samples import tone
-from conftest import TEST_KEY, Client, proxy_port, reference_file
+from harness import TEST_KEY, Client, proxy_port, reference_file
 
 
 def chunks_of(pcm: bytes, sizes: list[int], rate: int = 16000, width: int = 2, channels: int = 1) -> list:

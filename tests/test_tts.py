@@ -9,7 +9,7 @@ from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
 
 from audio_samples import encode, tone, wav
-from conftest import Client, proxy_port
+from harness import Client, proxy_port
 from upstream import PCM_RATE, SECONDS_PER_CHARACTER
 
 

@@ -27,7 +27,8 @@ _STREAMING_OPTIONS = {"probesize": "32", "analyzeduration": "0"}
 
 
 class AudioDecodeError(Exception):
-    """The upstream's body is not audio in the format it was asked for."""
+    """The upstream's body is not audio in the format it was asked for; the text completes
+    "<the upstream> …", e.g. "sent an empty body"."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ async def decode_speech(
             parsed = _parse_wav_header(header)
             if parsed is _NEED_MORE:
                 if len(header) > WAV_HEADER_LIMIT:
-                    raise AudioDecodeError("upstream sent no WAV data chunk in its first 64 KiB")
+                    raise AudioDecodeError("sent no WAV data chunk in its first 64 KiB")
                 continue
             if parsed is None:  # a WAV, but not packed 16-bit: let FFmpeg decode it
                 break
@@ -138,9 +139,9 @@ async def decode_speech(
             return
         else:
             if not header:
-                raise AudioDecodeError("upstream sent an empty body instead of WAV audio")
+                raise AudioDecodeError("sent an empty body instead of WAV audio")
             if _parse_wav_header(header) is _NEED_MORE:
-                raise AudioDecodeError("upstream's WAV ended inside its header")
+                raise AudioDecodeError("sent a WAV that ends inside its header")
         async for piece in _decode_with_ffmpeg(header, chunks, "wav", target_rate):
             yield piece
         return
@@ -155,14 +156,14 @@ _NEED_MORE = object()
 def _parse_wav_header(data: bytes) -> object:
     """(format, data offset) for packed 16-bit mono/stereo WAV; None for another WAV; _NEED_MORE."""
     if len(data) >= 4 and data[:4] != b"RIFF":
-        raise AudioDecodeError(f"upstream sent {_describe_bytes(data)} instead of WAV audio")
+        raise AudioDecodeError(f"sent {_describe_bytes(data)} instead of WAV audio")
     stream = io.BytesIO(data)
     try:
         with wave.open(stream, "rb") as wav:
             if wav.getsampwidth() != SAMPLE_WIDTH or wav.getnchannels() not in (1, 2):
                 return None
             if wav.getframerate() <= 0:
-                raise AudioDecodeError("upstream's WAV header gives no sample rate")
+                raise AudioDecodeError("sent a WAV header without a sample rate")
             return PcmFormat(wav.getframerate(), SAMPLE_WIDTH, wav.getnchannels()), stream.tell()
     except EOFError:
         return _NEED_MORE
@@ -256,7 +257,7 @@ async def _decode_with_ffmpeg(
         try:
             with av.open(pipe, "r", format=_DEMUXERS[response_format], options=_STREAMING_OPTIONS, buffer_size=4096) as container:
                 if not container.streams.audio:
-                    raise AudioDecodeError(f"upstream's {response_format} body holds no audio stream")
+                    raise AudioDecodeError(f"sent {response_format} without an audio stream")
                 resampler = av.AudioResampler(format="s16", layout="mono", rate=target_rate)
                 for frame in container.decode(container.streams.audio[0]):
                     for out in resampler.resample(frame):
@@ -266,7 +267,7 @@ async def _decode_with_ffmpeg(
         except AudioDecodeError as err:
             emit(err)
         except (av.FFmpegError, ValueError, OSError) as err:
-            emit(AudioDecodeError(f"upstream's body is not valid {response_format} audio ({type(err).__name__})"))
+            emit(AudioDecodeError(f"sent a body that is not valid {response_format} audio ({type(err).__name__})"))
         finally:
             emit(_END)
 
@@ -314,7 +315,7 @@ async def _decode_with_ffmpeg(
         await feeder  # re-raises an upstream failure that ended the body early
         if not produced:
             raise AudioDecodeError(
-                f"upstream's body held no {response_format} audio" if fed_bytes else "upstream sent an empty body"
+                f"sent no {response_format} audio" if fed_bytes else "sent an empty body"
             )
     finally:
         pipe.end(abort=True)

@@ -48,6 +48,10 @@ class Catalog:
 
     def voice(self, requested: str | None) -> Voice | None:
         """The voice a ``synthesize`` asks for; an unknown one falls back to the default."""
+        if not self.voices and self.settings.tts_models:
+            # Discovery has not answered yet: trust the client's choice rather than refuse.
+            name = requested or OPENAI_VOICES[0]
+            return Voice(name, self.settings.tts_models[0], name)
         if requested:
             found = self.voices.get(requested)
             if found is not None:

@@ -17,8 +17,7 @@ from wyoming.event import Event
 from wyoming.ping import Ping, Pong
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
 
-from .audio import PcmFormat
-from .audio import AudioDecodeError
+from .audio import AudioDecodeError, PcmFormat
 from .catalog import Catalog
 from .framing import encode_event
 from .settings import Settings
@@ -163,7 +162,7 @@ class Handler:
         synthesizer = self._require(self.services.synthesizer, "text-to-speech")
         voice = self.services.catalog.voice(voice_name)
         if voice is None:
-            raise ClientError("no voice is available yet (voice discovery has not finished)")
+            raise ClientError("no voice is configured")
         if not text.strip():
             raise ClientError("nothing to say: the text is empty")
         fmt: PcmFormat | None = None
@@ -183,7 +182,7 @@ class Handler:
             )
             samples += len(pcm) // fmt.frame_bytes
         if fmt is None:
-            raise AudioDecodeError("upstream sent no audio")
+            raise AudioDecodeError("TTS upstream sent no audio")
         await self._write(AudioStop(timestamp=samples * 1000 // fmt.rate).event())
         _LOGGER.info("Spoke %d characters to %s: %.1f s of audio", len(text), self.peer, samples / fmt.rate)
 

@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .audio import PcmFormat, decode_speech
+from .audio import AudioDecodeError, PcmFormat, decode_speech
 from .catalog import Voice
 from .settings import Settings
 from .upstream import Upstream
@@ -42,10 +42,13 @@ class Synthesizer:
         body = self.request_body(text, voice)
         _LOGGER.debug("Synthesizing %d characters with %s/%s", len(text), voice.model, voice.name)
         async with self.upstream.stream_post_json("/audio/speech", body) as chunks:
-            async for piece in decode_speech(
-                chunks,
-                self.settings.tts_response_format,
-                pcm_rate=self.settings.tts_pcm_sample_rate,
-                target_rate=self.settings.tts_sample_rate,
-            ):
-                yield piece
+            try:
+                async for piece in decode_speech(
+                    chunks,
+                    self.settings.tts_response_format,
+                    pcm_rate=self.settings.tts_pcm_sample_rate,
+                    target_rate=self.settings.tts_sample_rate,
+                ):
+                    yield piece
+            except AudioDecodeError as err:
+                raise AudioDecodeError(f"TTS upstream {self.upstream.display_url} {err}") from None

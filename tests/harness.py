@@ -1,0 +1,60 @@
+"""Helpers for tests that talk to the proxy: the real wyoming client with time-outs, shared paths."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from wyoming.client import AsyncTcpClient
+from wyoming.event import Event
+
+from wyoming_openai.__main__ import Proxy
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REFERENCE = SHARED / "reference"
+TEST_KEY = "test-key-3f9a7c1e5b"
+
+
+def reference_file(*parts: str) -> Path:
+    path = REFERENCE.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent (../shared is not beside this checkout)")
+    return path
+
+
+class Client:
+    """The wyoming library's TCP client, with a read time-out so a hang fails the test."""
+
+    def __init__(self, port: int) -> None:
+        self._client = AsyncTcpClient("127.0.0.1", port)
+
+    async def __aenter__(self) -> Client:
+        await self._client.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._client.disconnect()
+
+    async def send(self, *events: Event) -> None:
+        for event in events:
+            await self._client.write_event(event)
+
+    async def read(self, timeout: float = 10.0) -> Event | None:
+        return await asyncio.wait_for(self._client.read_event(), timeout)
+
+    async def read_until(self, event_type: str, timeout: float = 10.0) -> list[Event]:
+        """Events up to and including the first of ``event_type``; fails on error or close."""
+        events: list[Event] = []
+        while True:
+            event = await self.read(timeout)
+            assert event is not None, f"connection closed before {event_type}; got {[e.type for e in events]}"
+            events.append(event)
+            if event.type == event_type:
+                return events
+            assert event.type != "error", f"error instead of {event_type}: {event.data}"
+
+
+def proxy_port(proxy: Proxy) -> int:
+    assert proxy.server is not None and proxy.server.port is not None
+    return proxy.server.port
