@@ -11,6 +11,7 @@ from wyoming.event import Event
 
 from wyoming_openai.__main__ import Proxy
 
+APP = Path(__file__).resolve().parents[1] / "app"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REFERENCE = SHARED / "reference"
 TEST_KEY = "test-key-3f9a7c1e5b"

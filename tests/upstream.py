@@ -77,6 +77,7 @@ class FakeUpstream:
         self.chunk_bytes = 4096
         self.chunk_delay = 0.0
         self.answer_delay = 0.0
+        self.probe_delay = 0.0  # backend probes and voice listings answer this late
         self.transcript: str | None = None
         self.peers: set[tuple[str, int]] = set()
         self._runner: web.AppRunner | None = None
@@ -209,21 +210,25 @@ class FakeUpstream:
     # --- backend probes and voice listings ---------------------------------------------------------
 
     async def _kokoro_test(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(self.probe_delay)
         if self.backend != "KOKORO_FASTAPI":
             return _error(404, "Not Found")
         return web.json_response({"status": "ok"})
 
     async def _kokoro_voices(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(self.probe_delay)
         if self.backend != "KOKORO_FASTAPI":
             return _error(404, "Not Found")
         return web.json_response({"voices": self.voices})
 
     async def _speaches_health(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(self.probe_delay)
         if self.backend != "SPEACHES":
             return _error(404, "Not Found")
         return web.Response(text="OK")
 
     async def _speaches_model(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(self.probe_delay)
         if self.backend != "SPEACHES":
             return _error(404, "Not Found")
         model = request.match_info["model"]
@@ -232,6 +237,7 @@ class FakeUpstream:
         )
 
     async def _localai_ready(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(self.probe_delay)
         if self.backend != "LOCALAI":
             return _error(404, "Not Found")
         return web.Response(text="OK")

@@ -466,22 +466,16 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
 
 
 def _check_consistency(values: dict[str, Any]) -> None:
+    for kind in ("stt", "tts"):
+        # As in 0.8.0: streaming and realtime models are served too, and come first.
+        listed = values[f"{kind}_streaming_models"] + values[f"{kind}_realtime_models"] + values[f"{kind}_models"]
+        values[f"{kind}_models"] = list(dict.fromkeys(listed))
     if not values["stt_models"] and not values["tts_models"]:
         raise SettingsError(
             f"nothing to serve: give {OPTIONS_BY_NAME['stt_models'].where()} or {OPTIONS_BY_NAME['tts_models'].where()}"
         )
     if not values["languages"]:
         raise SettingsError(f"invalid {OPTIONS_BY_NAME['languages'].where()}: give at least one language")
-    for kind in ("stt", "tts"):
-        models = set(values[f"{kind}_models"])
-        for special in ("streaming", "realtime"):
-            extra = [m for m in values[f"{kind}_{special}_models"] if m not in models]
-            if extra:
-                option = OPTIONS_BY_NAME[f"{kind}_{special}_models"]
-                models_option = OPTIONS_BY_NAME[f"{kind}_models"]
-                raise SettingsError(
-                    f"invalid {option.where()}: {', '.join(extra)} not among {models_option.where()}"
-                )
 
 
 _USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://)([^/@]*)@", re.IGNORECASE)
