@@ -127,3 +127,26 @@ async def test_real_recordings_reach_the_upstream_intact(start_proxy, upstream, 
     with wave.open(io.BytesIO(upstream.requests[-1].file_bytes)) as sent:
         assert (sent.getframerate(), sent.getsampwidth(), sent.getnchannels()) == (rate, width, channels)
         assert sent.readframes(sent.getnframes()) == pcm
+
+
+@pytest.mark.parametrize("upstream_streams", [True, False])
+async def test_streaming_model_sends_transcript_chunks_then_the_transcript(start_proxy, upstream, upstream_streams):
+    upstream.streams_transcripts = upstream_streams  # some servers ignore stream=true
+    upstream.transcript = "turn on the kitchen light"
+    proxy = await start_proxy("--stt-streaming-models", "gpt-4o-transcribe")
+    async with Client(proxy_port(proxy)) as client:
+        await client.send(
+            Transcribe(language="en").event(),
+            AudioStart(rate=16000, width=2, channels=1).event(),
+            *chunks_of(tone(0.5, 16000), [999]),
+            AudioStop().event(),
+        )
+        events = await client.read_until("transcript")
+    kinds = [e.type for e in events]
+    assert kinds[0] == "transcript-start" and kinds[-2:] == ["transcript-stop", "transcript"]
+    chunks = [e.data["text"] for e in events if e.type == "transcript-chunk"]
+    assert "".join(chunks) == ("turn on the kitchen light" if upstream_streams else "")
+    assert len(chunks) == (5 if upstream_streams else 0)
+    assert Transcript.from_event(events[-1]).text == "turn on the kitchen light"
+    assert upstream.requests[-1].fields["stream"] == "true"
+    assert upstream.requests[-1].fields["model"] == "gpt-4o-transcribe"

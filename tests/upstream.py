@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import wave
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,6 +80,7 @@ class FakeUpstream:
         self.answer_delay = 0.0
         self.probe_delay = 0.0  # backend probes and voice listings answer this late
         self.transcript: str | None = None
+        self.streams_transcripts = True  # answer stream=true with server-sent events
         self.peers: set[tuple[str, int]] = set()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -203,6 +205,8 @@ class FakeUpstream:
         if fault is not None and fault.body is not None:
             return web.Response(body=fault.body, content_type="application/json")
         text = self.transcript if self.transcript is not None else describe_wav(recorded.file_bytes or b"")
+        if fields.get("stream") == "true" and self.streams_transcripts:
+            return await _stream_transcript(request, text)
         if fields.get("response_format") == "text":
             return web.Response(text=text)
         return web.json_response({"text": text})
@@ -241,6 +245,19 @@ class FakeUpstream:
         if self.backend != "LOCALAI":
             return _error(404, "Not Found")
         return web.Response(text="OK")
+
+
+async def _stream_transcript(request: web.Request, text: str) -> web.StreamResponse:
+    """TranscriptTextDeltaEvent per word, then TranscriptTextDoneEvent, as server-sent events."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    words = text.split(" ")
+    for i, word in enumerate(words):
+        delta = word if i == 0 else " " + word
+        await response.write(f"data: {json.dumps({'type': 'transcript.text.delta', 'delta': delta})}\n\n".encode())
+    await response.write(f"data: {json.dumps({'type': 'transcript.text.done', 'text': text})}\n\n".encode())
+    await response.write_eof()
+    return response
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:

@@ -104,7 +104,7 @@ class Catalog:
                         )
                         for model in settings.stt_models
                     ],
-                    supports_transcript_streaming=bool(settings.stt_streaming_models or settings.stt_realtime_models),
+                    supports_transcript_streaming=bool(settings.stt_streaming_models),
                 )
             )
         if settings.tts_models:
@@ -126,7 +126,7 @@ class Catalog:
                         )
                         for voice in self.voices.values()
                     ],
-                    supports_synthesize_streaming=bool(settings.tts_streaming_models or settings.tts_realtime_models),
+                    supports_synthesize_streaming=bool(settings.tts_streaming_models),
                 )
             )
         return Info(asr=asr, tts=tts)

@@ -10,7 +10,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from wyoming.asr import Transcribe, Transcript
+from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
 from wyoming.event import Event
@@ -135,9 +135,21 @@ class Handler:
         model = self.stt_model or self.services.catalog.stt_model(None)
         language = self.stt_language or self.services.settings.languages[0]
         self._reset()
-        text = await transcriber.transcribe(utterance, model, language)
+        if model in self.services.settings.stt_streaming_models:
+            text = await self._transcribe_streamed(transcriber, utterance, model, language)
+        else:
+            text = await transcriber.transcribe(utterance, model, language)
         _LOGGER.info("Transcribed %.1f s for %s: %d characters", utterance.seconds, self.peer, len(text))
         await self._write(Transcript(text=text).event())
+
+    async def _transcribe_streamed(self, transcriber: Transcriber, utterance: Utterance, model: str, language: str) -> str:
+        await self._write(TranscriptStart(language=language).event())
+        async for done, text in transcriber.transcribe_stream(utterance, model, language):
+            if done:
+                await self._write(TranscriptStop().event())
+                return text
+            await self._write(TranscriptChunk(text=text).event())
+        raise UpstreamError("STT upstream ended its stream without a transcript")  # pragma: no cover
 
     # --- text to speech ----------------------------------------------------------------------
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from .audio import PcmFormat, to_wav
 from .settings import Backend, Settings
-from .upstream import Upstream, UpstreamError
+from .upstream import Upstream, UpstreamError, server_sent_events
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -70,11 +71,39 @@ class Transcriber:
 
     async def transcribe(self, utterance: Utterance, model: str, language: str | None) -> str:
         fields = self.request_fields(model, upstream_language(language))
-        wav = utterance.wav()
         _LOGGER.debug("Transcribing %.2f s with %s (language %s)", utterance.seconds, model, fields.get("language"))
-        reply = await self.upstream.post_form("/audio/transcriptions", fields, ("audio.wav", wav, "audio/wav"))
+        reply = await self.upstream.post_form("/audio/transcriptions", fields, _wav_file(utterance))
+        return self._text_of(reply)
+
+    async def transcribe_stream(self, utterance: Utterance, model: str, language: str | None) -> AsyncIterator[tuple[bool, str]]:
+        """(done, text) pairs: deltas as the upstream forms them, then (True, the whole text)."""
+        fields = {**self.request_fields(model, upstream_language(language)), "stream": True}
+        _LOGGER.debug("Transcribing %.2f s with %s, streamed", utterance.seconds, model)
+        async with self.upstream.stream_post_form("/audio/transcriptions", fields, _wav_file(utterance)) as (kind, body):
+            if kind != "text/event-stream":  # a server that ignores stream=true answers at once
+                raw = b"".join([chunk async for chunk in body])
+                yield True, self._text_of(self.upstream.parse_reply(kind, raw))
+                return
+            deltas: list[str] = []
+            async for event in server_sent_events(body):
+                kind = event.get("type") if isinstance(event, dict) else None
+                if kind == "transcript.text.delta" and isinstance(event.get("delta"), str):
+                    deltas.append(event["delta"])
+                    yield False, event["delta"]
+                elif kind == "transcript.text.done" and isinstance(event.get("text"), str):
+                    yield True, event["text"].strip()
+                    return
+        # A stream that ended without its done event still said something.
+        yield True, "".join(deltas).strip()
+
+    def _text_of(self, reply: Any) -> str:
         if isinstance(reply, str):
             return reply.strip()
         if isinstance(reply, dict) and isinstance(reply.get("text"), str):
             return reply["text"].strip()
         raise UpstreamError(f"STT upstream {self.upstream.display_url} sent a reply without text")
+
+
+def _wav_file(utterance: Utterance) -> tuple[str, bytes, str]:
+    return "audio.wav", utterance.wav(), "audio/wav"
+

@@ -87,38 +87,41 @@ class Upstream:
 
     async def post_form(self, path: str, fields: Mapping[str, Any], file: tuple[str, bytes, str]) -> Any:
         """Multipart POST (transcriptions); returns the parsed JSON, or the text of a text reply."""
-
-        def form() -> aiohttp.FormData:
-            data = aiohttp.FormData()
-            filename, content, content_type = file
-            data.add_field("file", content, filename=filename, content_type=content_type)
-            for name, value in fields.items():
-                for field_name, text in _form_values(name, value):
-                    data.add_field(field_name, text)
-            return data
-
         async with self._deadline(self.timeout):
-            async with self._request("POST", path, data=form) as response:
-                body = await response.read()
-        if "json" in response.content_type:
+            async with self._request("POST", path, data=lambda: _form(fields, file)) as response:
+                return self.parse_reply(response.content_type, await response.read())
+
+    def parse_reply(self, content_type: str, body: bytes) -> Any:
+        if "json" in content_type:
             try:
                 return json.loads(body)
             except ValueError:
-                raise UpstreamError(f"{self.role} upstream sent malformed JSON", status=response.status) from None
+                raise UpstreamError(f"{self.role} upstream {self.display_url} sent malformed JSON") from None
         return body.decode("utf-8", "replace")
 
     @asynccontextmanager
     async def stream_post_json(self, path: str, payload: Mapping[str, Any]) -> AsyncIterator[AsyncIterator[bytes]]:
-        """POST JSON (speech) and iterate over the body's bytes as they arrive.
+        """POST JSON (speech) and iterate over the body's bytes as they arrive."""
+        async with self._stream("POST", path, json=dict(payload)) as (_, body):
+            yield body
 
-        The answer must come within the time-out; the body may then stream for longer, each read
-        bounded by the read time-out.
-        """
+    @asynccontextmanager
+    async def stream_post_form(
+        self, path: str, fields: Mapping[str, Any], file: tuple[str, bytes, str]
+    ) -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:
+        """Multipart POST whose reply streams (server-sent events): (content type, body bytes)."""
+        async with self._stream("POST", path, data=lambda: _form(fields, file)) as streamed:
+            yield streamed
+
+    @asynccontextmanager
+    async def _stream(self, method: str, path: str, **kwargs: Any) -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:
+        """The answer must come within the time-out; the body may then stream for longer, each
+        read bounded by the read time-out."""
         loop = asyncio.get_running_loop()
         async with self._deadline(self.timeout) as deadline:
-            async with self._request("POST", path, json=dict(payload)) as response:
+            async with self._request(method, path, **kwargs) as response:
                 deadline.reschedule(loop.time() + self.timeout * SPEECH_BODY_TIME_FACTOR)
-                yield self._iter_body(response)
+                yield response.content_type, self._iter_body(response)
 
     async def get_json(self, path: str, *, timeout: float, root: bool = False) -> Any:
         """GET for probing and discovery; raises UpstreamError on any failure."""
@@ -215,6 +218,37 @@ class Upstream:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+
+def _form(fields: Mapping[str, Any], file: tuple[str, bytes, str]) -> aiohttp.FormData:
+    data = aiohttp.FormData()
+    filename, content, content_type = file
+    data.add_field("file", content, filename=filename, content_type=content_type)
+    for name, value in fields.items():
+        for field_name, text in _form_values(name, value):
+            data.add_field(field_name, text)
+    return data
+
+
+async def server_sent_events(body: AsyncIterator[bytes], limit: int = 1024 * 1024) -> AsyncIterator[Any]:
+    """The JSON ``data:`` of each server-sent event; ``[DONE]`` ends the stream."""
+    buffer = b""
+    async for chunk in body:
+        buffer += chunk
+        if len(buffer) > limit:
+            raise UpstreamError("upstream sent an event larger than 1 MiB")
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            line = line.strip()
+            if not line.startswith(b"data:"):
+                continue  # comments, event names, blank separators
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                return
+            try:
+                yield json.loads(data)
+            except ValueError:
+                raise UpstreamError("upstream sent a malformed server-sent event") from None
 
 
 def _form_values(name: str, value: Any) -> list[tuple[str, str]]:
