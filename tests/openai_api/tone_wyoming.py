@@ -96,6 +96,7 @@ class Received:
     transcribes: list[Transcribe] = field(default_factory=list)
     synthesizes: list[Synthesize] = field(default_factory=list)
     connections: int = 0
+    disconnects: int = 0
 
 
 class _Handler(AsyncEventHandler):
@@ -123,6 +124,9 @@ class _Handler(AsyncEventHandler):
         elif AudioStop.is_type(event.type):
             await self._transcript()
         return True
+
+    async def disconnect(self) -> None:
+        self.server.received.disconnects += 1
 
     async def _synthesize(self, synth: Synthesize) -> bool:
         self.server.received.synthesizes.append(synth)

@@ -8,6 +8,7 @@ body, never a silently short file).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -15,7 +16,7 @@ import logging
 import math
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from wyoming.asr import Transcript, TranscriptChunk
 
 from ..audio import AudioDecodeError, AudioTooLongError, decode_file
@@ -53,9 +54,7 @@ def _http_error(request: web.Request, err: web.HTTPException, settings: ApiSetti
     if err.status == 405:
         return ApiError(405, f"{request.method} is not allowed on {request.path}.", code="method_not_allowed")
     if err.status == 413:
-        return ApiError(
-            413, f"The request body is larger than the {settings.max_upload_mb:g} MB limit.", code="request_too_large"
-        )
+        return _too_large(settings)
     return ApiError(err.status, err.reason or "Request failed.", code=None)
 
 
@@ -71,6 +70,11 @@ async def _errors(request: web.Request, handler: auth.Handler) -> web.StreamResp
         if err.status < 400:
             raise
         return _http_error(request, err, settings).response()
+    except (ConnectionError, asyncio.CancelledError):
+        raise  # the client went away: nobody to answer
+    except Exception:
+        _LOGGER.exception("Unexpected failure in %s %s", request.method, request.path)
+        return ApiError(500, "The server failed unexpectedly; its log has the details.", type="server_error").response()
 
 
 # --- request parsing ------------------------------------------------------------------------------
@@ -261,19 +265,24 @@ def _abort(request: web.Request) -> None:
         request.transport.close()
 
 
-async def _read_form(request: web.Request, limit: int) -> tuple[dict[str, list[str]], bytes | None]:
-    """Multipart fields (repeatable, as ``include[]``) and the ``file`` part, read within ``limit`` bytes."""
+def _too_large(settings: ApiSettings) -> ApiError:
+    return ApiError(413, f"The request body is larger than the {settings.max_upload_mb:g} MB limit.", code="request_too_large")
+
+
+async def _read_form(request: web.Request, settings: ApiSettings) -> tuple[dict[str, list[str]], bytes | None]:
+    """Multipart fields (repeatable, as ``include[]``) and the ``file`` part, read within the upload limit."""
     if not request.content_type.startswith("multipart/form-data"):
         raise invalid("Send the audio as multipart/form-data with a 'file' part.", None, "invalid_content_type")
+    limit = settings.max_upload_bytes
     if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, f"The request body is larger than the {limit / 1048576:g} MB limit.", code="request_too_large")
+        raise _too_large(settings)
     fields: dict[str, list[str]] = {}
     upload: bytes | None = None
     total = 0
     try:
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
-            if not isinstance(part, web.BodyPartReader) and hasattr(part, "next"):
+            if not isinstance(part, BodyPartReader):
                 raise invalid("Nested multipart bodies are not accepted.", None, "invalid_multipart")
             name = part.name or ""
             data = bytearray()
@@ -281,9 +290,7 @@ async def _read_form(request: web.Request, limit: int) -> tuple[dict[str, list[s
                 data += chunk
                 total += len(chunk)
                 if total > limit:
-                    raise ApiError(
-                        413, f"The request body is larger than the {limit / 1048576:g} MB limit.", code="request_too_large"
-                    )
+                    raise _too_large(settings)
                 if name != "file" and len(data) > MULTIPART_FIELD_LIMIT:
                     raise invalid(f"The form field '{name}' is too long.", name, "field_too_long")
             if name == "file":
@@ -302,7 +309,7 @@ def _field(fields: dict[str, list[str]], name: str) -> str | None:
 
 async def transcriptions(request: web.Request) -> web.StreamResponse:
     pool, settings = request.app[POOL], request.app[SETTINGS]
-    fields, upload = await _read_form(request, settings.max_upload_bytes)
+    fields, upload = await _read_form(request, settings)
     if upload is None:
         raise invalid("Missing required parameter: 'file'.", "file", "missing_required_parameter")
     model_id = _field(fields, "model")
