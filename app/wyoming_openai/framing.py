@@ -50,8 +50,10 @@ async def read_event(reader: asyncio.StreamReader, limits: Limits) -> Event | No
     event_type = header.get("type")
     if not isinstance(event_type, str) or not event_type:
         raise ProtocolError("event header has no type")
-    data = header.get("data") or {}
-    if not isinstance(data, dict):
+    data = header.get("data")
+    if data is None:
+        data = {}
+    elif not isinstance(data, dict):
         raise ProtocolError("event data is not a JSON object")
 
     data_length = _length(header, "data_length", limits.max_event_bytes)

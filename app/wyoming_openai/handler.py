@@ -83,8 +83,8 @@ class Handler:
         elif Transcribe.is_type(kind):
             transcribe = Transcribe.from_event(event)
             self._require(self.services.transcriber, "speech-to-text")
-            self.stt_model = self.services.catalog.stt_model(transcribe.name)
-            self.stt_language = transcribe.language
+            self.stt_model = self.services.catalog.stt_model(_optional_text(transcribe.name))
+            self.stt_language = _optional_text(transcribe.language)
             self.transcribing = True
         elif AudioStart.is_type(kind):
             start = AudioStart.from_event(event)
@@ -94,15 +94,15 @@ class Handler:
         elif Synthesize.is_type(kind):
             if self.stream_text is None:  # inside a streaming session the full text is a duplicate
                 synthesize = Synthesize.from_event(event)
-                await self._speak(synthesize.text, synthesize.voice.name if synthesize.voice else None)
+                await self._speak(_text(synthesize.text), _voice_name(synthesize.voice))
         elif SynthesizeStart.is_type(kind):
             start_event = SynthesizeStart.from_event(event)
             self._require(self.services.synthesizer, "text-to-speech")
-            self.stream_voice = start_event.voice.name if start_event.voice else None
+            self.stream_voice = _voice_name(start_event.voice)
             self.stream_text = []
             self.stream_length = 0
         elif SynthesizeChunk.is_type(kind):
-            self._on_synthesize_chunk(SynthesizeChunk.from_event(event).text)
+            self._on_synthesize_chunk(_text(SynthesizeChunk.from_event(event).text))
         elif SynthesizeStop.is_type(kind):
             await self._on_synthesize_stop()
         elif Ping.is_type(kind):
@@ -217,3 +217,17 @@ class Handler:
         except (ConnectionError, RuntimeError):
             pass
         return False
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError("text is not a string")
+    return value
+
+
+def _optional_text(value: object) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _voice_name(voice: object) -> str | None:
+    return _optional_text(getattr(voice, "name", None)) if voice is not None else None

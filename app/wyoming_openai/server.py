@@ -92,6 +92,7 @@ class WyomingServer:
         if len(self._connections) >= settings.max_connections:
             _LOGGER.warning("Refusing %s: %d clients already connected", peer, len(self._connections))
             await _close_with_error(writer, "server busy: too many connections", "Busy")
+            writer.close()
             return
         task = asyncio.current_task()
         assert task is not None

@@ -1,0 +1,158 @@
+"""The wire: bounded reading, one-piece writing, and abusive clients that must not hurt anyone else."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from wyoming.event import Event, async_read_event
+from wyoming.info import Describe
+
+from harness import Client, proxy_port
+from wyoming_openai.framing import Limits, ProtocolError, encode_event, read_event
+
+LIMITS = Limits(max_event_bytes=4096, max_payload_bytes=8192)
+
+
+def reader_with(data: bytes) -> asyncio.StreamReader:
+    reader = asyncio.StreamReader(limit=LIMITS.max_event_bytes)
+    reader.feed_data(data)
+    reader.feed_eof()
+    return reader
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=10,
+)
+events = st.builds(
+    Event,
+    type=st.text(min_size=1, max_size=30),
+    data=st.dictionaries(st.text(max_size=10), json_values, max_size=5),
+    payload=st.one_of(st.none(), st.binary(min_size=1, max_size=3000)),
+)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(events, max_size=5))
+async def test_what_we_write_the_library_reads_and_so_do_we(sequence):
+    wire = b"".join(encode_event(e) for e in sequence)
+    theirs, ours = reader_with(wire), reader_with(wire)
+    for sent in sequence:
+        for received in (await async_read_event(theirs), await read_event(ours, LIMITS)):
+            assert (received.type, received.data, received.payload or None) == (sent.type, sent.data, sent.payload)
+    assert await read_event(ours, LIMITS) is None
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=600))
+async def test_garbage_never_escapes_as_anything_but_protocol_error(data):
+    reader = reader_with(data)
+    try:
+        while await read_event(reader, LIMITS) is not None:
+            pass
+    except ProtocolError:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("wire", "message"),
+    [
+        (b'{"type": "audio-chunk", "payload_length": 999999999}\n', "payload_length 999999999 exceeds"),
+        (b'{"type": "x", "data_length": 99999}\n', "data_length 99999 exceeds"),
+        (b'{"type": "x", "data_length": -1}\n', "data_length is not a non-negative integer"),
+        (b'{"type": "x", "payload_length": "12"}\n', "payload_length is not a non-negative integer"),
+        (b"[1, 2]\n", "not a JSON object"),
+        (b"not json\n", "not valid JSON"),
+        (b'{"data": {}}\n', "no type"),
+        (b'{"type": "x", "data": []}\n', "not a JSON object"),
+        (b'{"type": "x", "data_length": 5}\n[1,2]', "event data is not a JSON object"),
+        (b'{"type": "x", "payload_length": 10}\nshort', "in the middle of an event"),
+        (b'{"type": "describe"', "in the middle of an event header"),
+        (b'{"type": "' + b"x" * 5000 + b'"}\n', "longer than 4096"),
+    ],
+)
+async def test_bad_framing_is_named(wire, message):
+    with pytest.raises(ProtocolError, match=message):
+        await read_event(reader_with(wire), LIMITS)
+
+
+async def test_blank_lines_between_events_are_fine():
+    wire = b"\n\n" + encode_event(Describe().event()) + b"\n"
+    reader = reader_with(wire)
+    assert (await read_event(reader, LIMITS)).type == "describe"
+    assert await read_event(reader, LIMITS) is None
+
+
+async def raw_exchange(port: int, data: bytes, wait: float = 5.0) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    received = await asyncio.wait_for(reader.read(), wait)  # until the server closes
+    writer.close()
+    return received
+
+
+def first_event(received: bytes) -> dict:
+    header = json.loads(received.split(b"\n", 1)[0])
+    data = json.loads(received.split(b"\n", 1)[1][: header.get("data_length", 0)] or b"{}")
+    return {"type": header["type"], **data}
+
+
+@pytest.mark.parametrize(
+    ("wire", "words"),
+    [
+        (b'{"type": "audio-chunk", "payload_length": 999999999999}\n', "exceeds"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "not valid JSON"),
+        (b'{"type": "audio-chunk", "data": {"rate": 16000, "width": 2, "channels": 1}, "payload_length": 2}\nab', "audio-chunk without"),
+        (b'{"type": "audio-stop"}\n', "audio-stop without audio-start"),
+        (b'{"type": "synthesize-stop"}\n', "synthesize-stop without synthesize-start"),
+        (b'{"type": "synthesize", "data": {"text": 5}}\n', "malformed synthesize"),
+        (b'{"type": "audio-start", "data": {"rate": 0, "width": 2, "channels": 1}}\n', "unsupported audio format"),
+    ],
+)
+async def test_abusive_clients_get_an_error_and_a_close(start_proxy, wire, words):
+    proxy = await start_proxy("--max-payload-bytes", "65536")
+    received = await raw_exchange(proxy_port(proxy), wire)
+    event = first_event(received)
+    assert event["type"] == "error" and words in event["text"]
+    async with Client(proxy_port(proxy)) as client:  # and the server still answers others
+        await client.send(Describe().event())
+        assert (await client.read()).type == "info"
+
+
+async def test_unknown_events_are_ignored_like_the_protocol_says(start_proxy):
+    proxy = await start_proxy()
+    async with Client(proxy_port(proxy)) as client:
+        await client.send(Event(type="select-program", data={"name": "x"}), Event(type="made-up"), Describe().event())
+        assert (await client.read()).type == "info"
+
+
+async def test_idle_and_slow_clients_are_cut_off(start_proxy):
+    proxy = await start_proxy("--idle-timeout", "1")
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
+    for byte in b'{"ty':  # one byte at a time, and never the end of the header
+        writer.write(bytes([byte]))
+        await writer.drain()
+        await asyncio.sleep(0.1)
+    received = await asyncio.wait_for(reader.read(), 3)
+    assert first_event(received)["type"] == "error" and "idle" in first_event(received)["text"]
+    writer.close()
+
+
+async def test_connection_limit_refuses_extra_clients(start_proxy):
+    proxy = await start_proxy("--max-connections", "2")
+    held = [await asyncio.open_connection("127.0.0.1", proxy_port(proxy)) for _ in range(2)]
+    await asyncio.sleep(0.1)
+    received = await raw_exchange(proxy_port(proxy), b"")
+    assert "too many connections" in first_event(received)["text"]
+    for _, writer in held:
+        writer.close()
+    await asyncio.sleep(0.2)
+    async with Client(proxy_port(proxy)) as client:
+        await client.send(Describe().event())
+        assert (await client.read()).type == "info"
