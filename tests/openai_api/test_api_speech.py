@@ -221,3 +221,20 @@ async def test_client_going_away_closes_the_wyoming_connection(api: Api, tone_se
     assert tone_server.received.disconnects > before
     data = await api.client.audio.speech.create(model="tone-tts", voice="low", input="hi", response_format="wav")
     assert_tone(data.content, "wav", SECONDS_PER_WORD, 220)
+
+
+@pytest.mark.parametrize("stream_format", ["audio", "sse"])
+async def test_client_leaving_while_a_codec_is_encoding(api: Api, stream_format: str) -> None:
+    # The encoder runs in a worker thread: closing it under that thread used to crash the process.
+    async with aiohttp.ClientSession() as session:
+        for _ in range(5):
+            response = await session.post(
+                api.url + "/audio/speech",
+                json={"model": "tone-tts", "voice": "low", "input": " ".join(["word"] * 40),
+                      "response_format": "mp3", "stream_format": stream_format},
+            )  # fmt: skip
+            await response.content.readany()
+            response.close()
+    await asyncio.sleep(0.3)
+    data = await api.client.audio.speech.create(model="tone-tts", voice="low", input="hi", response_format="flac")
+    assert_tone(data.content, "flac", SECONDS_PER_WORD, 220)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import av
 
@@ -257,6 +258,7 @@ class SpeechPipeline:
     speed: float = 1.0
     _conditioner: Conditioner | None = None
     _encoder: Encoder | None = None
+    _job: asyncio.Future[bytes] | None = None
 
     @property
     def started(self) -> bool:
@@ -284,14 +286,30 @@ class SpeechPipeline:
 
     async def push(self, pcm: bytes) -> bytes:
         if self._heavy(len(pcm)):
-            return await asyncio.to_thread(self._process, pcm)
+            return await self._in_thread(self._process, pcm)
         return self._process(pcm)
 
     async def finish(self) -> bytes:
         if self._heavy(0):
-            return await asyncio.to_thread(self._finish)
+            return await self._in_thread(self._finish)
         return self._finish()
 
+    async def _in_thread(self, work: Any, *args: Any) -> bytes:
+        # Shielded: if the request is cancelled, the thread still owns the FFmpeg objects until it
+        # returns, and close() must wait for that (closing a muxer under a running encoder crashes).
+        self._job = asyncio.get_running_loop().run_in_executor(None, work, *args)
+        return await asyncio.shield(self._job)
+
     def close(self) -> None:
-        if isinstance(self._encoder, AvEncoder):
-            self._encoder.close()
+        encoder = self._encoder
+        if not isinstance(encoder, AvEncoder):
+            return
+        if self._job is not None and not self._job.done():
+            def close_after(job: asyncio.Future[bytes]) -> None:
+                if not job.cancelled():
+                    job.exception()  # retrieved: a failure nobody awaits is not worth a warning
+                encoder.close()
+
+            self._job.add_done_callback(close_after)
+        else:
+            encoder.close()
