@@ -143,3 +143,12 @@ async def test_client_disconnect_mid_speech_releases_the_upstream(start_proxy, u
     await asyncio.sleep(0.5)
     assert proxy.server is not None and not proxy.server._connections
     await still_works(proxy_port(proxy))
+
+
+async def test_an_upstream_that_echoes_the_key_does_not_leak_it(start_proxy, upstream, caplog):
+    caplog.set_level(5)
+    upstream.speech_faults.append(Fault(status=401, message=f"Incorrect API key provided: {TEST_KEY}"))
+    proxy = await start_proxy()
+    text = await expect_error_then_close(proxy_port(proxy), [Synthesize(text="Hello.").event()])
+    assert "Incorrect API key provided: ***" in text
+    assert TEST_KEY not in caplog.text
