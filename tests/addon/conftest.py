@@ -140,7 +140,7 @@ class ScriptRunner:
         return env
 
     async def run(
-        self, script: Path, env: dict[str, str], timeout: float = 20.0
+        self, script: Path, env: dict[str, str], *args: str, timeout: float = 20.0
     ) -> ScriptResult:
         for name in ("env", "argv"):
             (self.record / name).unlink(missing_ok=True)
@@ -148,6 +148,7 @@ class ScriptRunner:
             "bash",
             str(BASHIO),
             str(script),
+            *args,
             env=env,
             cwd=self.tmp,
             stdout=asyncio.subprocess.PIPE,
