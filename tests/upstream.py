@@ -9,6 +9,7 @@ still say what the spec says). A request that breaks a rule gets a 400 and is re
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 import wave
@@ -344,6 +345,7 @@ def describe_wav(data: bytes) -> str:
         return f"{w.getnframes()} frames at {w.getframerate()} Hz, {w.getsampwidth() * 8}-bit, {w.getnchannels()} ch"
 
 
+@functools.lru_cache(maxsize=64)
 def speech_audio(fmt: str, seconds: float) -> bytes:
     pcm = tone(seconds, PCM_RATE)
     if fmt == "pcm":

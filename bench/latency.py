@@ -1,0 +1,164 @@
+"""Added latency of the proxy over calling the upstream directly, measured in one run.
+
+    python bench/latency.py [--requests 200] [--delay-ms 20] [--format wav]
+
+Starts the upstream stand-in and the proxy as separate processes, then, one request at a time:
+- TTS: time to the first audio (direct: first body bytes; proxy: first audio-chunk event);
+- STT: time to the text (direct: the whole multipart request; proxy: from audio-stop to transcript,
+  the audio having been streamed in 20 ms chunks as Home Assistant does).
+Prints p50/p99 of both paths and the difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+from wyoming.asr import Transcribe
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.client import AsyncTcpClient
+from wyoming.ping import Ping
+from wyoming.tts import Synthesize
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from audio_samples import tone, wav  # noqa: E402
+
+TEXT = "The living room lamp is now on."
+KEY = "bench-key"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+async def start_processes(args) -> tuple[asyncio.subprocess.Process, asyncio.subprocess.Process, str, int]:
+    upstream = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "bench" / "upstream_server.py"), "--delay-ms", str(args.delay_ms),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    port = int((await upstream.stdout.readline()).decode())
+    url = f"http://127.0.0.1:{port}/v1"
+    proxy_port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "app"), "OPENAI_API_KEY": KEY}
+    proxy = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "wyoming_openai", "--uri", f"tcp://127.0.0.1:{proxy_port}",
+        "--stt-openai-url", url, "--tts-openai-url", url, "--tts-voices", "alloy",
+        "--tts-response-format", args.format, "--log-level", "WARNING",
+        env=env, cwd="/tmp",
+    )  # fmt: skip
+    for _ in range(200):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", proxy_port)
+            writer.close()
+            break
+        except OSError:
+            await asyncio.sleep(0.05)
+    return upstream, proxy, url, proxy_port
+
+
+async def direct_tts(session: aiohttp.ClientSession, url: str, fmt: str) -> float:
+    began = time.perf_counter()
+    body = {"model": "gpt-4o-mini-tts", "input": TEXT, "voice": "alloy", "response_format": fmt}
+    async with session.post(f"{url}/audio/speech", json=body) as response:
+        await response.content.readany()
+        first = time.perf_counter() - began
+        await response.read()
+    return first
+
+
+async def proxy_tts(port: int) -> float:
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        began = time.perf_counter()
+        await client.write_event(Synthesize(text=TEXT).event())
+        first = None
+        while True:
+            event = await client.read_event()
+            if event.type == "audio-chunk" and first is None:
+                first = time.perf_counter() - began
+            if event.type == "audio-stop":
+                return first
+
+
+async def direct_stt(session: aiohttp.ClientSession, url: str, audio: bytes) -> float:
+    began = time.perf_counter()
+    form = aiohttp.FormData()
+    form.add_field("file", wav(audio, 16000), filename="audio.wav", content_type="audio/wav")
+    form.add_field("model", "gpt-4o-mini-transcribe")
+    form.add_field("language", "en")
+    form.add_field("response_format", "json")
+    async with session.post(f"{url}/audio/transcriptions", data=form) as response:
+        await response.json()
+    return time.perf_counter() - began
+
+
+async def proxy_stt(port: int, audio: bytes) -> float:
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(Transcribe(language="en").event())
+        await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
+        for start in range(0, len(audio), 640):
+            await client.write_event(AudioChunk(rate=16000, width=2, channels=1, audio=audio[start : start + 640]).event())
+        # Home Assistant streams in real time, so the proxy has taken every chunk when audio-stop comes:
+        # a ping's pong says the same here without waiting 2 s per request.
+        await client.write_event(Ping().event())
+        while (await client.read_event()).type != "pong":
+            pass
+        began = time.perf_counter()
+        await client.write_event(AudioStop().event())
+        while (await client.read_event()).type != "transcript":
+            pass
+        return time.perf_counter() - began
+
+
+def row(name: str, direct: list[float], proxied: list[float]) -> str:
+    d50, d99 = percentile(direct, 50) * 1000, percentile(direct, 99) * 1000
+    p50, p99 = percentile(proxied, 50) * 1000, percentile(proxied, 99) * 1000
+    return f"{name:<22}{d50:>10.2f}{d99:>10.2f}{p50:>10.2f}{p99:>10.2f}{p50 - d50:>12.2f}{p50 / d50:>8.3f}"
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--delay-ms", type=float, default=20.0, help="upstream answer latency")
+    parser.add_argument("--format", default="wav", help="upstream TTS response_format")
+    args = parser.parse_args()
+    upstream, proxy, url, port = await start_processes(args)
+    audio = tone(2.0, 16000)
+    results: dict[str, list[float]] = {k: [] for k in ("tts_direct", "tts_proxy", "stt_direct", "stt_proxy")}
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {KEY}"}) as session:
+            for _ in range(5):  # warm both paths
+                await direct_tts(session, url, args.format)
+                await proxy_tts(port)
+            for _ in range(args.requests):  # interleaved, so drift hits both paths alike
+                results["tts_direct"].append(await direct_tts(session, url, args.format))
+                results["tts_proxy"].append(await proxy_tts(port))
+                results["stt_direct"].append(await direct_stt(session, url, audio))
+                results["stt_proxy"].append(await proxy_stt(port, audio))
+    finally:
+        for process in (proxy, upstream):
+            process.terminate()
+            await process.wait()
+    print(f"{args.requests} requests each, upstream latency {args.delay_ms:g} ms, TTS format {args.format}")
+    print(f"{'ms':<22}{'direct50':>10}{'direct99':>10}{'proxy50':>10}{'proxy99':>10}{'added p50':>12}{'ratio':>8}")
+    print(row("TTS first audio", results["tts_direct"], results["tts_proxy"]))
+    print(row("STT transcript", results["stt_direct"], results["stt_proxy"]))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
