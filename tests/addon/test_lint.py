@@ -63,7 +63,21 @@ def test_shellcheck(script: Path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("dockerfile", [ADDON / "Dockerfile", REPO / "Dockerfile"], ids=["addon", "standalone"])
+def dockerfiles() -> list[Path]:
+    """Every Dockerfile in the repository (not in hidden or virtual-environment folders)."""
+    skip = {"node_modules", "venv", ".venv", "build", "dist"}
+    return sorted(
+        path
+        for path in REPO.rglob("Dockerfile*")
+        if path.is_file() and not any(part.startswith(".") or part in skip for part in path.relative_to(REPO).parts)
+    )
+
+
+def test_both_dockerfiles_are_found():
+    assert {ADDON / "Dockerfile", REPO / "Dockerfile"} <= set(dockerfiles())
+
+
+@pytest.mark.parametrize("dockerfile", dockerfiles(), ids=lambda p: p.relative_to(REPO).as_posix())
 def test_hadolint(dockerfile: Path):
     result = subprocess.run(
         [tool("hadolint"), "--failure-threshold", "info", str(dockerfile)],

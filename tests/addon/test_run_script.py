@@ -76,8 +76,9 @@ async def test_defaults(scripts, supervisor, addon_config):
         "TTS_MODELS": "gpt-4o-mini-tts tts-1",
     }
     assert extra_env(result.env) == set()
-    # The options came from the Supervisor, with its token.
-    assert ("GET", "/addons/self/options/config", "Bearer supervisor-token-not-real") in supervisor.requests
+    # The options came from the Supervisor, with its token, once; bashio's cached copy is gone.
+    assert supervisor.requests == [("GET", "/addons/self/options/config", "Bearer supervisor-token-not-real")]
+    assert not scripts.cache.exists()
     # No key in the form and OpenAI's URL: the user is told, once per direction.
     assert result.output.count("no API key is set") == 2
 
