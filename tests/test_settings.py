@@ -72,6 +72,7 @@ SAMPLES = {
     "tts_streaming_min_words": ("3", 3),
     "tts_streaming_max_chars": ("300", 300),
     "tts_concurrent_requests": ("5", 5),
+    "tts_split_text": ("yes", True),
     "tts_response_format": ("FLAC", "flac"),
     "tts_pcm_sample_rate": ("22050", 22050),
     "tts_sample_rate": ("16000", 16000),

@@ -80,7 +80,7 @@ def _layout(channels: int) -> str:
     return "mono" if channels == 1 else "stereo"
 
 
-class _S16Converter:
+class S16Converter:
     """Packed 16-bit PCM (mono or stereo) to 16-bit mono at another rate, through FFmpeg's resampler."""
 
     def __init__(self, source: PcmFormat, rate: int) -> None:
@@ -185,7 +185,7 @@ async def _convert_s16(
     rate = target_rate or source.rate
     out = PcmFormat(rate)
     aligner = FrameAligner(source.frame_bytes)
-    converter = None if (source.channels == 1 and rate == source.rate) else _S16Converter(source, rate)
+    converter = None if (source.channels == 1 and rate == source.rate) else S16Converter(source, rate)
 
     def process(data: bytes) -> bytes:
         aligned = aligner.push(data)

@@ -21,6 +21,8 @@ from .audio import AudioDecodeError, PcmFormat
 from .catalog import Catalog
 from .framing import encode_event
 from .settings import Settings
+from .catalog import Voice
+from .streaming import SentenceSplitter, SpeechStream
 from .stt import Transcriber, Utterance, UtteranceTooLong
 from .tts import Synthesizer
 from .upstream import UpstreamError
@@ -47,6 +49,7 @@ class Handler:
         self.services = services
         self.writer = writer
         self.peer = peer
+        self.closing: asyncio.Future | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -55,8 +58,11 @@ class Handler:
         self.utterance: Utterance | None = None
         self.transcribing = False
         self.stream_voice: str | None = None
-        self.stream_text: list[str] | None = None
+        self.stream_text: list[str] | None = None  # a streaming session whose model speaks at the end
+        self.stream: SpeechStream | None = None  # a streaming session that speaks as text arrives
         self.stream_length = 0
+        self.audio_format: PcmFormat | None = None  # set by the first audio of one reply
+        self.audio_samples = 0
 
     # --- dispatch ----------------------------------------------------------------------------
 
@@ -92,15 +98,11 @@ class Handler:
         elif AudioStop.is_type(kind):
             await self._on_audio_stop()
         elif Synthesize.is_type(kind):
-            if self.stream_text is None:  # inside a streaming session the full text is a duplicate
+            if not self._in_stream():  # inside a streaming session the full text is a duplicate
                 synthesize = Synthesize.from_event(event)
                 await self._speak(_text(synthesize.text), _voice_name(synthesize.voice))
         elif SynthesizeStart.is_type(kind):
-            start_event = SynthesizeStart.from_event(event)
-            self._require(self.services.synthesizer, "text-to-speech")
-            self.stream_voice = _voice_name(start_event.voice)
-            self.stream_text = []
-            self.stream_length = 0
+            self._on_synthesize_start(SynthesizeStart.from_event(event))
         elif SynthesizeChunk.is_type(kind):
             self._on_synthesize_chunk(_text(SynthesizeChunk.from_event(event).text))
         elif SynthesizeStop.is_type(kind):
@@ -153,21 +155,61 @@ class Handler:
 
     # --- text to speech ----------------------------------------------------------------------
 
+    def _in_stream(self) -> bool:
+        return self.stream is not None or self.stream_text is not None
+
+    def _on_synthesize_start(self, start: SynthesizeStart) -> None:
+        synthesizer = self._require(self.services.synthesizer, "text-to-speech")
+        if self._in_stream():
+            raise ClientError("synthesize-start inside a streaming session")
+        self.stream_voice = _voice_name(start.voice)
+        self.stream_length = 0
+        voice = self.services.catalog.voice(self.stream_voice)
+        if voice is not None and voice.model in self.services.settings.tts_streaming_models:
+            self.stream = self._new_stream(synthesizer, voice, start.voice.language if start.voice else None)
+        else:
+            self.stream_text = []
+
+    def _new_stream(self, synthesizer: Synthesizer, voice: Voice, language: str | None) -> SpeechStream:
+        settings = self.services.settings
+        splitter = SentenceSplitter(
+            language or settings.languages[0], settings.tts_streaming_min_words, settings.tts_streaming_max_chars
+        )
+        stream = SpeechStream(synthesizer, voice, splitter, settings.tts_concurrent_requests, self._emit_audio)
+        stream.player.add_done_callback(self._on_player_done)
+        return stream
+
+    def _on_player_done(self, player: asyncio.Task) -> None:
+        # A sentence failed while the client was still sending text: tell it and hang up now,
+        # rather than at synthesize-stop. (At synthesize-stop, finish() raises it instead.)
+        if player.cancelled() or player.exception() is None or self.stream is None or self.stream.finishing:
+            return
+        error = player.exception()
+        self.closing = asyncio.ensure_future(self._fail(str(error), type(error).__name__))
+        self.closing.add_done_callback(lambda _: self.writer.close())
+
     def _on_synthesize_chunk(self, text: str) -> None:
-        if self.stream_text is None:
+        if not self._in_stream():
             raise ClientError("synthesize-chunk without synthesize-start")
         self.stream_length += len(text)
         if self.stream_length > MAX_STREAMED_TEXT:
             raise ClientError(f"streamed text longer than {MAX_STREAMED_TEXT} characters")
-        self.stream_text.append(text)
+        if self.stream is not None:
+            self.stream.add_text(text)
+        else:
+            self.stream_text.append(text)  # type: ignore[union-attr]
 
     async def _on_synthesize_stop(self) -> None:
-        if self.stream_text is None:
+        if not self._in_stream():
             raise ClientError("synthesize-stop without synthesize-start")
-        text, voice = "".join(self.stream_text), self.stream_voice
-        self._reset()
-        if text.strip():
+        stream, text, voice = self.stream, "".join(self.stream_text or ()), self.stream_voice
+        if stream is not None:
+            stream.finishing = True
+            await stream.finish()
+            await self._end_audio(stream.sentences)
+        elif text.strip():
             await self._speak(text, voice)
+        self._reset()
         await self._write(SynthesizeStopped().event())
 
     async def _speak(self, text: str, voice_name: str | None) -> None:
@@ -177,26 +219,40 @@ class Handler:
             raise ClientError("no voice is configured")
         if not text.strip():
             raise ClientError("nothing to say: the text is empty")
-        fmt: PcmFormat | None = None
-        samples = 0
-        async for piece_format, pcm in synthesizer.synthesize(text, voice):
-            if fmt is None:
-                fmt = piece_format
-                await self._write(AudioStart(rate=fmt.rate, width=fmt.width, channels=fmt.channels).event())
-            await self._write(
-                AudioChunk(
-                    rate=fmt.rate,
-                    width=fmt.width,
-                    channels=fmt.channels,
-                    audio=pcm,
-                    timestamp=samples * 1000 // fmt.rate,
-                ).event()
-            )
-            samples += len(pcm) // fmt.frame_bytes
+        if self.services.settings.tts_split_text:
+            stream = self.stream = self._new_stream(synthesizer, voice, None)
+            stream.finishing = True
+            stream.add_text(text)
+            await stream.finish()
+            self.stream = None
+        else:
+            async for fmt, pcm in synthesizer.synthesize(text, voice):
+                await self._emit_audio(fmt, pcm)
+        await self._end_audio(len(text))
+
+    async def _emit_audio(self, fmt: PcmFormat, pcm: bytes) -> None:
+        if self.audio_format is None:
+            self.audio_format = fmt
+            await self._write(AudioStart(rate=fmt.rate, width=fmt.width, channels=fmt.channels).event())
+        timestamp = self.audio_samples * 1000 // fmt.rate
+        await self._write(AudioChunk(rate=fmt.rate, width=fmt.width, channels=fmt.channels, audio=pcm, timestamp=timestamp).event())
+        self.audio_samples += len(pcm) // fmt.frame_bytes
+
+    async def _end_audio(self, amount: int) -> None:
+        fmt, samples = self.audio_format, self.audio_samples
+        self.audio_format, self.audio_samples = None, 0
         if fmt is None:
-            raise AudioDecodeError("TTS upstream sent no audio")
+            if amount:
+                raise AudioDecodeError("TTS upstream sent no audio")
+            return
         await self._write(AudioStop(timestamp=samples * 1000 // fmt.rate).event())
-        _LOGGER.info("Spoke %d characters to %s: %.1f s of audio", len(text), self.peer, samples / fmt.rate)
+        _LOGGER.info("Spoke to %s: %.1f s of audio", self.peer, samples / fmt.rate)
+
+    async def disconnect(self) -> None:
+        """The connection is over: stop any synthesis still running for it."""
+        if self.stream is not None:
+            await self.stream.cancel()
+            self.stream = None
 
     # --- plumbing ----------------------------------------------------------------------------
 
@@ -211,6 +267,7 @@ class Handler:
 
     async def _fail(self, message: str, code: str) -> bool:
         _LOGGER.warning("%s: %s", self.peer, message)
+        await self.disconnect()
         self._reset()
         try:
             await self._write(Error(text=message, code=code).event())

@@ -125,6 +125,7 @@ class WyomingServer:
             await _close_with_error(writer, "internal error in the proxy (see its log)", "InternalError")
         finally:
             self._connections.discard(task)
+            await handler.disconnect()
             writer.close()
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1.0):

@@ -313,6 +313,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("tts_streaming_min_words", "TTS_STREAMING_MIN_WORDS", None, _optional(_number(int, 1)), "fewest words sent in one streamed request"),
     _opt("tts_streaming_max_chars", "TTS_STREAMING_MAX_CHARS", None, _optional(_number(int, 1)), "most characters sent in one streamed request"),
     _opt("tts_concurrent_requests", "TTS_CONCURRENT_REQUESTS", 3, _number(int, 1, 32), "sentences synthesized at once while streaming"),
+    _opt("tts_split_text", "TTS_SPLIT_TEXT", False, _boolean, "also split long plain synthesize text into sentences spoken as they are ready", flag_nargs="?", flag_const="true"),
     _opt("tts_response_format", "TTS_RESPONSE_FORMAT", "wav", _lower_choice(*TTS_FORMATS), "audio format asked of the upstream"),
     _opt("tts_pcm_sample_rate", "TTS_PCM_SAMPLE_RATE", 24000, _number(int, 8000, 192000), "sample rate of the upstream's raw pcm"),
     _opt("tts_sample_rate", "TTS_SAMPLE_RATE", None, _optional(_number(int, 8000, 192000)), "resample speech to this rate (default: as the upstream sends it)"),
@@ -371,6 +372,7 @@ class Settings:
     tts_streaming_min_words: int | None
     tts_streaming_max_chars: int | None
     tts_concurrent_requests: int
+    tts_split_text: bool
     tts_response_format: str
     tts_pcm_sample_rate: int
     tts_sample_rate: int | None
