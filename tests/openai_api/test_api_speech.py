@@ -238,3 +238,46 @@ async def test_client_leaving_while_a_codec_is_encoding(api: Api, stream_format:
     await asyncio.sleep(0.3)
     data = await api.client.audio.speech.create(model="tone-tts", voice="low", input="hi", response_format="flac")
     assert_tone(data.content, "flac", SECONDS_PER_WORD, 220)
+
+
+# --- kept-alive Wyoming connections ---------------------------------------------------------------
+
+
+async def test_connections_are_reused_after_complete_answers(api: Api, tone_server: ToneServer) -> None:
+    before = tone_server.received.connections
+    for _ in range(3):
+        await api.client.audio.speech.create(model="tone-tts", voice="low", input="hi", response_format="pcm")
+    assert tone_server.received.connections == before + 1
+
+
+async def test_connection_closed_while_idle_is_replaced_transparently(start_api: StartApi) -> None:
+    server = await ToneServer().start()
+    api = await start_api([server.uri])
+    try:
+        await api.client.audio.speech.create(model="tone-tts", voice="low", input="hi", response_format="pcm")
+        await server.stop()  # closes the kept-alive connection from the server's side
+        await asyncio.sleep(0.05)
+        await server.start()
+        data = await api.client.audio.speech.create(model="tone-tts", voice="low", input="hi", response_format="pcm")
+        assert len(data.content) == 12000
+    finally:
+        await server.stop()
+
+
+async def test_server_hanging_up_on_a_second_request_is_retried_on_a_fresh_connection(start_api: StartApi) -> None:
+    server = await ToneServer(one_request_per_connection=True).start()
+    api = await start_api([server.uri])
+    try:
+        for _ in range(3):
+            data = await api.client.audio.speech.create(model="tone-tts", voice="low", input="hi", response_format="pcm")
+            assert len(data.content) == 12000
+        assert len(server.received.synthesizes) == 3
+    finally:
+        await server.stop()
+
+
+async def test_failed_answers_do_not_leave_their_connection_for_the_next_request(api: Api) -> None:
+    with pytest.raises(openai.InternalServerError):
+        await api.client.audio.speech.create(model="tone-tts", voice="low", input="please fail")
+    data = await api.client.audio.speech.create(model="tone-tts", voice="high", input="hi", response_format="wav")
+    assert_tone(data.content, "wav", SECONDS_PER_WORD, 880)

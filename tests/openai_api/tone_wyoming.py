@@ -8,7 +8,9 @@ Some input texts make it misbehave on purpose (see ``TRIGGERS``).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import functools
 import math
 import socket
 import struct
@@ -41,6 +43,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@functools.lru_cache(maxsize=64)  # the same few tones again and again: keep the server's own time small
 def tone(seconds: float, rate: int, freq: float, channels: int = 1) -> bytes:
     samples = []
     for i in range(int(seconds * rate)):
@@ -107,11 +110,15 @@ class _Handler(AsyncEventHandler):
         self._transcribe: Transcribe | None = None
         self._start: AudioStart | None = None
         self._audio = bytearray()
+        self._requests = 0
 
     async def handle_event(self, event: Event) -> bool:
         if Describe.is_type(event.type):
             await self.write_event(self.server.info.event())
         elif Synthesize.is_type(event.type):
+            self._requests += 1
+            if self._requests > 1 and self.server.one_request_per_connection:
+                return False
             return await self._synthesize(Synthesize.from_event(event))
         elif Transcribe.is_type(event.type):
             self._transcribe = Transcribe.from_event(event)
@@ -176,8 +183,10 @@ class _Handler(AsyncEventHandler):
 
 
 class ToneServer:
-    def __init__(self, streaming: bool = True, port: int | None = None, **names: str) -> None:
+    def __init__(self, streaming: bool = True, port: int | None = None, one_request_per_connection: bool = False, **names: str) -> None:
         self.streaming = streaming
+        # Like servers that hang up on a second request: the client only learns when it sends one.
+        self.one_request_per_connection = one_request_per_connection
         self.info = make_info(streaming, **names)
         self.port = port or free_port()
         self.uri = f"tcp://127.0.0.1:{self.port}"
@@ -216,3 +225,20 @@ class SilentServer:
             writer.close()
         if self._server is not None:
             self._server.close()
+
+
+async def _serve(port: int, streaming: bool) -> None:
+    server = await ToneServer(streaming=streaming, port=port).start()
+    print(f"listening on {server.uri}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()
+
+
+if __name__ == "__main__":  # a standalone server, for the benchmark and manual trials
+    parser = argparse.ArgumentParser(description="Tone-speaking, audio-describing Wyoming test server")
+    parser.add_argument("--port", type=int, default=10555)
+    parser.add_argument("--no-streaming", action="store_true")
+    cli = parser.parse_args()
+    asyncio.run(_serve(cli.port, not cli.no_streaming))

@@ -1,26 +1,28 @@
 """The Wyoming servers behind the API: what they offer (from ``describe``) and one call per request.
 
-Each request opens its own connection: Wyoming servers keep per-connection state, a loopback connect
-costs a fraction of a millisecond, and a fresh connection can never carry a previous request's late
-events. What the servers offer is cached and refreshed in the background; a request for a model that
-is not (yet) known triggers one bounded refresh, so a server that came up late is found.
+Connections are kept alive between requests, but only after an answer was read to its last event,
+so a reused connection never carries a previous request's late events; one that the server closed
+while idle is noticed before any answer and the request goes again on a fresh connection (Wyoming
+requests have no side effects). What the servers offer is cached and refreshed in the background; a
+request for a model that is not (yet) known triggers one bounded refresh, so a late server is found.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
+from wyoming.asr import Transcribe, Transcript, TranscriptChunk
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
-from wyoming.client import AsyncClient
 from wyoming.error import Error
-from wyoming.event import Event
+from wyoming.event import Event, async_read_event, write_event
 from wyoming.info import Describe, Info, SelectProgram
 from wyoming.tts import Synthesize, SynthesizeVoice
 
@@ -32,6 +34,11 @@ _LOGGER = logging.getLogger(__name__)
 ASR_RATE = 16000  # what Wyoming speech-to-text servers expect (Home Assistant sends the same)
 ASR_CHUNK_BYTES = 2048 * 2  # 128 ms at 16 kHz: as Home Assistant's satellites send it
 MIN_ON_DEMAND_REFRESH = 5.0  # seconds between refreshes triggered by unknown models
+SEND_BATCH_BYTES = 256 * 1024
+# Kept-alive connections: a connect and an accept saved per request. Fewer seconds idle than any
+# server's own idle time-out (ours is 120 s) so a server rarely closes one under us.
+IDLE_CONNECTIONS = 8  # per server and program
+IDLE_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -191,53 +198,94 @@ class ServerState:
     first_seen: int = 0
 
 
-def _client(uri: str, timeouts: Timeouts) -> AsyncClient:
-    return AsyncClient.from_uri(uri, connect_timeout=timeouts.connect, read_timeout=timeouts.read)
+class Connection:
+    """One Wyoming connection: events are written in batches (one send), read with a time-out.
+
+    Built on the wyoming library's event framing (``write_event`` into a buffer, ``async_read_event``)
+    rather than its AsyncClient, to batch writes and to see whether an idle connection was closed.
+    """
+
+    def __init__(self, uri: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.uri = uri
+        self._reader = reader
+        self._writer = writer
+        self.idle_since = 0.0
+
+    @classmethod
+    async def open(cls, uri: str, timeout: float) -> Connection:
+        parts = urlsplit(uri)
+        try:
+            async with asyncio.timeout(timeout):
+                if parts.scheme == "unix":
+                    reader, writer = await asyncio.open_unix_connection(parts.path)
+                else:
+                    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise WyomingUnavailable(f"Wyoming server {uri} did not accept a connection within {timeout:g} s") from None
+        except OSError as err:
+            raise WyomingUnavailable(f"Wyoming server {uri} is unreachable ({err.strerror or type(err).__name__})") from None
+        return cls(uri, reader, writer)
+
+    async def send(self, events: Iterable[Event]) -> None:
+        """Write events in batches of about SEND_BATCH_BYTES: one send for a whole short request."""
+        buffer = io.BytesIO()
+        for event in events:
+            write_event(event, buffer)
+            if buffer.tell() >= SEND_BATCH_BYTES:
+                self._writer.write(buffer.getvalue())
+                await self._writer.drain()
+                buffer = io.BytesIO()
+        if buffer.tell():
+            self._writer.write(buffer.getvalue())
+            await self._writer.drain()
+
+    async def read(self, waiting_for: str, timeout: float) -> Event:
+        async with asyncio.timeout(timeout):
+            event = await async_read_event(self._reader)
+        if event is None:
+            raise _Closed(f"Wyoming server {self.uri} closed the connection before sending {waiting_for}")
+        if Error.is_type(event.type):
+            error = Error.from_event(event)
+            raise WyomingFailed(f"Wyoming server {self.uri} reported an error: {error.text}")
+        return event
+
+    @property
+    def usable(self) -> bool:
+        return not self._reader.at_eof() and not self._writer.is_closing()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class _Closed(WyomingFailed):
+    """The server closed the connection: on a kept-alive connection before any answer, a stale one."""
 
 
 @contextlib.asynccontextmanager
-async def _connection(uri: str, timeouts: Timeouts) -> AsyncIterator[AsyncClient]:
-    """A connected client; connection failures become WyomingUnavailable, silence WyomingTimeout."""
-    client = _client(uri, timeouts)
+async def _guard(uri: str, timeouts: Timeouts) -> AsyncIterator[None]:
+    """Network failures while talking to a server, as the API's errors."""
     try:
-        await client.connect()
-    except (asyncio.TimeoutError, TimeoutError):
-        raise WyomingUnavailable(
-            f"Wyoming server {uri} did not accept a connection within {timeouts.connect:g} s"
-        ) from None
-    except OSError as err:
-        raise WyomingUnavailable(f"Wyoming server {uri} is unreachable ({err.strerror or type(err).__name__})") from None
-    try:
-        yield client
+        yield
     except (asyncio.TimeoutError, TimeoutError):
         raise WyomingTimeout(f"Wyoming server {uri} sent nothing for {timeouts.read:g} s") from None
     except (ConnectionError, asyncio.IncompleteReadError) as err:
         raise WyomingFailed(f"Wyoming server {uri} dropped the connection ({type(err).__name__})") from None
-    finally:
-        with contextlib.suppress(OSError):
-            await client.disconnect()
-
-
-async def _read(client: AsyncClient, uri: str, waiting_for: str) -> Event:
-    event = await client.read_event()
-    if event is None:
-        raise WyomingFailed(f"Wyoming server {uri} closed the connection before sending {waiting_for}")
-    if Error.is_type(event.type):
-        error = Error.from_event(event)
-        raise WyomingFailed(f"Wyoming server {uri} reported an error: {error.text}")
-    return event
 
 
 async def describe(uri: str, timeouts: Timeouts) -> Info:
-    async with _connection(uri, timeouts) as client:
-        await client.write_event(Describe().event())
-        while True:
-            event = await _read(client, uri, "its info")
-            if Info.is_type(event.type):
-                try:
-                    return Info.from_event(event)
-                except (KeyError, TypeError, ValueError) as err:
-                    raise WyomingFailed(f"Wyoming server {uri} sent an info event that cannot be read ({err})") from None
+    connection = await Connection.open(uri, timeouts.connect)
+    try:
+        async with _guard(uri, timeouts):
+            await connection.send([Describe().event()])
+            while True:
+                event = await connection.read("its info", timeouts.read)
+                if Info.is_type(event.type):
+                    try:
+                        return Info.from_event(event)
+                    except (KeyError, TypeError, ValueError) as err:
+                        raise WyomingFailed(f"Wyoming server {uri} sent an info event that cannot be read ({err})") from None
+    finally:
+        connection.close()
 
 
 # --- the pool -------------------------------------------------------------------------------------
@@ -254,6 +302,7 @@ class WyomingPool:
         self._refresh_lock = asyncio.Lock()
         self._last_refresh = 0.0
         self._refresher: asyncio.Task[None] | None = None
+        self._idle: dict[tuple[str, str | None], list[Connection]] = {}
 
     # Servers come and go (zeroconf); the catalog follows on the next refresh.
     def add(self, uri: str, source: str = "zeroconf") -> bool:
@@ -266,6 +315,7 @@ class WyomingPool:
         state = self._servers.get(uri)
         if state is not None and state.source != "config":
             del self._servers[uri]
+            self._close_idle(uri)
             self._rebuild()
 
     @property
@@ -281,6 +331,7 @@ class WyomingPool:
             self._refresher = asyncio.create_task(self._refresh_forever(), name="wyoming-refresh")
 
     async def close(self) -> None:
+        self._close_idle(None)
         if self._refresher is not None:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -322,6 +373,83 @@ class WyomingPool:
     def _rebuild(self) -> None:
         self.catalog = build_catalog((s.uri, s.info, s.first_seen) for s in self._servers.values() if s.info is not None)
 
+    # --- connections --------------------------------------------------------------------------------
+
+    def _close_idle(self, uri: str | None) -> None:
+        for key in [k for k in self._idle if uri is None or k[0] == uri]:
+            for connection in self._idle.pop(key):
+                connection.close()
+
+    def _take_idle(self, key: tuple[str, str | None]) -> Connection | None:
+        idle = self._idle.get(key)
+        now = time.monotonic()
+        while idle:
+            connection = idle.pop()  # the most recently used: the least likely to be closed
+            if connection.usable and now - connection.idle_since < IDLE_SECONDS:
+                return connection
+            connection.close()
+        return None
+
+    def _release(self, key: tuple[str, str | None], connection: Connection) -> None:
+        idle = self._idle.setdefault(key, [])
+        if connection.usable and len(idle) < IDLE_CONNECTIONS and connection.uri in self._servers:
+            connection.idle_since = time.monotonic()
+            idle.append(connection)
+        else:
+            connection.close()
+
+    async def _start(
+        self, key: tuple[str, str | None], request: Callable[[], Iterator[Event]], waiting_for: str
+    ) -> tuple[Connection, Event]:
+        """Send the request and read the first event of the answer, on a kept-alive connection if any."""
+        uri, program = key
+        connection = self._take_idle(key)
+        if connection is not None:
+            try:
+                await connection.send(request())
+                return connection, await connection.read(waiting_for, self.timeouts.read)
+            except (_Closed, ConnectionError, asyncio.IncompleteReadError):
+                connection.close()  # closed while idle: the request goes again, on a fresh connection
+            except BaseException:
+                connection.close()
+                raise
+        connection = await Connection.open(uri, self.timeouts.connect)
+        try:
+            first = [SelectProgram(name=program).event()] if program else []
+            await connection.send([*first, *request()])
+            return connection, await connection.read(waiting_for, self.timeouts.read)
+        except BaseException:
+            connection.close()
+            raise
+
+    async def _exchange(
+        self,
+        model: TtsModel | AsrModel,
+        request: Callable[[], Iterator[Event]],
+        waiting_for: str,
+        is_last: Callable[[Event], bool],
+    ) -> AsyncIterator[Event]:
+        """The answer's events up to the last; the connection is kept only if the answer was read whole."""
+        key = (model.server, model.program if model.select_program else None)
+        clean = False
+        connection: Connection | None = None
+        try:
+            async with _guard(model.server, self.timeouts):
+                connection, event = await self._start(key, request, waiting_for)
+                while True:
+                    last = is_last(event)
+                    clean = last  # the consumer may stop right after the last event
+                    yield event
+                    if last:
+                        return
+                    event = await connection.read(waiting_for, self.timeouts.read)
+        finally:
+            if connection is not None:
+                if clean:
+                    self._release(key, connection)
+                else:
+                    connection.close()
+
     # --- requests -----------------------------------------------------------------------------------
 
     async def synthesize(
@@ -329,14 +457,12 @@ class WyomingPool:
     ) -> AsyncIterator[tuple[PcmFormat, bytes]]:
         """(format, PCM) pieces as the server sends them; the first piece may be empty (its format)."""
         uri = model.server
-        async with _connection(uri, self.timeouts) as client:
-            if model.select_program:
-                await client.write_event(SelectProgram(name=model.program).event())
-            synth_voice = SynthesizeVoice(name=voice, speaker=speaker) if voice else None
-            await client.write_event(Synthesize(text=text, voice=synth_voice).event())
-            fmt: PcmFormat | None = None
-            while True:
-                event = await _read(client, uri, "the end of the audio")
+        synth_voice = SynthesizeVoice(name=voice, speaker=speaker) if voice else None
+        request = Synthesize(text=text, voice=synth_voice).event()
+        events = self._exchange(model, lambda: iter([request]), "the end of the audio", lambda e: AudioStop.is_type(e.type))
+        fmt: PcmFormat | None = None
+        async with contextlib.aclosing(events):
+            async for event in events:
                 if AudioStart.is_type(event.type):
                     start = AudioStart.from_event(event)
                     fmt = _pcm_format(uri, start.rate, start.width, start.channels)
@@ -350,10 +476,8 @@ class WyomingPool:
                         raise WyomingFailed(f"Wyoming server {uri} changed the audio format mid-stream")
                     if chunk.audio:
                         yield fmt, chunk.audio
-                elif AudioStop.is_type(event.type):
-                    if fmt is None:
-                        raise WyomingFailed(f"Wyoming server {uri} ended the speech without sending audio")
-                    return
+                elif AudioStop.is_type(event.type) and fmt is None:
+                    raise WyomingFailed(f"Wyoming server {uri} ended the speech without sending audio")
 
     async def transcribe(
         self,
@@ -364,29 +488,25 @@ class WyomingPool:
         context: dict[str, Any] | None,
     ) -> AsyncIterator[TranscriptChunk | Transcript]:
         """Transcript chunks as the server streams them, then the final Transcript."""
-        uri = model.server
-        async with _connection(uri, self.timeouts) as client:
-            if model.select_program:
-                await client.write_event(SelectProgram(name=model.program).event())
-            await client.write_event(Transcribe(name=model.model_name, language=language, context=context).event())
-            await client.write_event(AudioStart(rate=ASR_RATE, width=2, channels=1, timestamp=0).event())
+
+        def request() -> Iterator[Event]:
+            yield Transcribe(name=model.model_name, language=language, context=context).event()
+            yield AudioStart(rate=ASR_RATE, width=2, channels=1, timestamp=0).event()
+            view = memoryview(pcm)
             for offset in range(0, len(pcm), ASR_CHUNK_BYTES):
-                await client.write_event(
-                    AudioChunk(
-                        rate=ASR_RATE, width=2, channels=1, audio=pcm[offset : offset + ASR_CHUNK_BYTES],
-                        timestamp=offset * 1000 // (ASR_RATE * 2),
-                    ).event()
-                )  # fmt: skip
-            await client.write_event(AudioStop(timestamp=len(pcm) * 1000 // (ASR_RATE * 2)).event())
-            while True:
-                event = await _read(client, uri, "a transcript")
+                yield AudioChunk(
+                    rate=ASR_RATE, width=2, channels=1, audio=bytes(view[offset : offset + ASR_CHUNK_BYTES]),
+                    timestamp=offset * 1000 // (ASR_RATE * 2),
+                ).event()  # fmt: skip
+            yield AudioStop(timestamp=len(pcm) * 1000 // (ASR_RATE * 2)).event()
+
+        events = self._exchange(model, request, "a transcript", lambda e: Transcript.is_type(e.type))
+        async with contextlib.aclosing(events):
+            async for event in events:
                 if TranscriptChunk.is_type(event.type):
                     yield TranscriptChunk.from_event(event)
                 elif Transcript.is_type(event.type):
                     yield Transcript.from_event(event)
-                    return
-                elif TranscriptStart.is_type(event.type) or TranscriptStop.is_type(event.type):
-                    continue
 
 
 def _pcm_format(uri: str, rate: int, width: int, channels: int) -> PcmFormat:
