@@ -76,6 +76,10 @@ class FakeUpstream:
         self.transcription_faults: list[Fault] = []
         self.allowed_extra_fields: set[str] = set()
         self.speech_override: tuple[str, bytes] | None = None  # (response kind, body) sent whatever was asked
+        self.speech_bodies: list[bytes] = []  # bodies for the next requests in turn, whatever was asked
+        self.delay_for_text: dict[str, float] = {}  # input containing the key answers that much later
+        self.active_speech = 0
+        self.most_active_speech = 0
         self.chunk_bytes = 4096
         self.chunk_delay = 0.0
         self.answer_delay = 0.0
@@ -143,15 +147,28 @@ class FakeUpstream:
         self.requests.append(Recorded("/audio/speech", dict(request.headers), json=body))
         if problem := check_speech(body, self.allowed_extra_fields):
             return self._violation(problem)
-        if self.answer_delay:
-            await asyncio.sleep(self.answer_delay)
+        self.active_speech += 1
+        self.most_active_speech = max(self.most_active_speech, self.active_speech)
+        try:
+            return await self._speak(request, body)
+        finally:
+            self.active_speech -= 1
+
+    async def _speak(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        delay = self.answer_delay + sum(d for key, d in self.delay_for_text.items() if key in body["input"])
+        if delay:
+            await asyncio.sleep(delay)
         fault = self._take_fault(self.speech_faults)
         if fault is not None and (early := await _fault_response(request, fault)) is not None:
             return early
 
         fmt = body.get("response_format", "mp3")
         seconds = max(0.1, len(body["input"]) * SECONDS_PER_CHARACTER)
-        content = speech_audio(fmt, seconds) if self.speech_override is None else self.speech_override[1]
+        content = speech_audio(fmt, seconds, amplitude_for(body["input"]))
+        if self.speech_override is not None:
+            content = self.speech_override[1]
+        if self.speech_bodies:
+            content = self.speech_bodies.pop(0)
         if fault is not None and fault.body is not None:
             content = fault.body
         response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
@@ -345,14 +362,19 @@ def describe_wav(data: bytes) -> str:
         return f"{w.getnframes()} frames at {w.getframerate()} Hz, {w.getsampwidth() * 8}-bit, {w.getnchannels()} ch"
 
 
+def amplitude_for(text: str) -> int:
+    """Each text's speech is as loud as its word count says, so tests can tell sentences apart in the audio."""
+    return 1000 * min(30, len(text.split()))
+
+
 @functools.lru_cache(maxsize=64)
-def speech_audio(fmt: str, seconds: float) -> bytes:
-    pcm = tone(seconds, PCM_RATE)
+def speech_audio(fmt: str, seconds: float, amplitude: int = 8000) -> bytes:
+    pcm = tone(seconds, PCM_RATE, amplitude=amplitude)
     if fmt == "pcm":
         return pcm
     if fmt == "wav":
         return wav(pcm, PCM_RATE)
     if fmt == "opus":
-        return encode("opus", tone(seconds, 48000), 48000)
+        return encode("opus", tone(seconds, 48000, amplitude=amplitude), 48000)
     return encode(fmt, pcm, PCM_RATE)
 
