@@ -108,6 +108,7 @@ EVERYTHING = {
     "tts_response_format": "pcm",
     "tts_pcm_sample_rate": 24000,
     "tts_sample_rate": 22050,
+    "tts_split_text": True,
     "tts_streaming_min_words": 4,
     "tts_streaming_max_chars": 400,
     "tts_concurrent_requests": 5,
@@ -154,6 +155,7 @@ EVERYTHING_ENV = {
     "TTS_RESPONSE_FORMAT": "pcm",
     "TTS_PCM_SAMPLE_RATE": "24000",
     "TTS_SAMPLE_RATE": "22050",
+    "TTS_SPLIT_TEXT": "true",
     "TTS_STREAMING_MIN_WORDS": "4",
     "TTS_STREAMING_MAX_CHARS": "400",
     "TTS_CONCURRENT_REQUESTS": "5",
@@ -199,6 +201,7 @@ async def test_everything_set(scripts, supervisor):
     assert loaded.tts_voice_labels == {"af_heart": "Heart", "bf_emma": "Emma"}
     assert loaded.stt_extra_body == {"vad_filter": True}
     assert loaded.tts_speed == 1.5
+    assert loaded.tts_split_text is True
     assert loaded.languages == ["en", "de"]
     assert loaded.zeroconf is None
     assert loaded.uri == "tcp://0.0.0.0:10300"
@@ -256,6 +259,7 @@ async def test_odd_characters_arrive_intact(scripts, supervisor, addon_config):
         tts_voice_labels='alloy=The "Best" $voice, nova=`Nova` & co',
         stt_extra_body='{"prompt": "a \\"quoted\\" $word"}',
         tts_voices=["my voice $1", "`echo`"],
+        tts_split_text=False,
     )
     result = await run(scripts, supervisor, options)
 
@@ -269,12 +273,15 @@ async def test_odd_characters_arrive_intact(scripts, supervisor, addon_config):
     assert env["STT_EXTRA_BODY"] == '{"prompt": "a \\"quoted\\" $word"}'
     # List items are joined with spaces: the proxy splits them on whitespace.
     assert env["TTS_VOICES"] == "my voice $1 `echo`"
+    # A switched-off switch is passed on as such, not dropped.
+    assert env["TTS_SPLIT_TEXT"] == "false"
 
     loaded = settings.load_settings([], environ=env)
     assert loaded.tts_instructions == ODD
     assert loaded.stt_openai_key.reveal() == ODD_KEY.strip()
     assert loaded.stt_extra_body == {"prompt": 'a "quoted" $word'}
     assert loaded.tts_voice_labels == {"alloy": 'The "Best" $voice', "nova": "`Nova` & co"}
+    assert loaded.tts_split_text is False
 
 
 def secret_fragments(secret: str) -> list[str]:
