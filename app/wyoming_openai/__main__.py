@@ -15,6 +15,7 @@ from .handler import Services
 from .logs import setup_logging
 from .server import WyomingServer
 from .settings import OPENAI_VOICES, Settings, SettingsError, load_settings
+from .streaming import warm_up
 from .stt import Transcriber
 from .tts import Synthesizer
 from .upstream import Upstream, UpstreamError
@@ -92,6 +93,8 @@ class Proxy:
 
     async def start(self) -> None:
         settings = self.settings
+        if settings.tts_streaming_models or settings.tts_split_text:
+            warm_up(settings.languages)
         self.services = services = build_services(settings)
         self.server = WyomingServer(services)
         await self.server.start()

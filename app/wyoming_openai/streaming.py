@@ -8,6 +8,7 @@ audio held in memory never exceeds that many sentences.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -26,14 +27,25 @@ _POSSIBLE_END = re.compile(r"[.!?…。！？;:]['\"”’)\]]*\s|\n")
 _CLAUSE_BREAK = re.compile(r"[,;:–—]\s")
 
 
+@functools.cache
+def _segmenter(language: str | None) -> pysbd.Segmenter:
+    code = (language or "en").replace("_", "-").split("-")[0].lower()
+    if code not in pysbd.languages.LANGUAGE_CODES:
+        code = "en"
+    return pysbd.Segmenter(language=code, clean=False, char_span=True)
+
+
+def warm_up(languages: list[str]) -> None:
+    """pySBD compiles its rules on first use (~15 ms): do it at start-up, not in the first reply."""
+    for language in languages:
+        _segmenter(language).segment("Warm up. Now")
+
+
 class SentenceSplitter:
     """Cuts a growing text into speakable pieces (pySBD, rule-based, many languages)."""
 
     def __init__(self, language: str | None, min_words: int | None = None, max_chars: int | None = None) -> None:
-        code = (language or "en").replace("_", "-").split("-")[0].lower()
-        if code not in pysbd.languages.LANGUAGE_CODES:
-            code = "en"
-        self._segmenter = pysbd.Segmenter(language=code, clean=False, char_span=True)
+        self._segmenter = _segmenter(language)
         self.min_words = min_words or 1
         self.max_chars = max_chars
         self._buffer = ""
