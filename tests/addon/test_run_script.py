@@ -249,6 +249,22 @@ async def test_options_missing_entirely_read_as_unset(scripts, supervisor):
     }
 
 
+async def test_emptied_model_list_switches_a_direction_off(scripts, supervisor, addon_config):
+    """A text-to-speech-only set-up: no STT models passes an empty STT_MODELS (the proxy's
+    default would be OpenAI's models), and no warning about a missing OpenAI key for STT."""
+    options = default_options(addon_config)
+    options.update(stt_models=[], tts_openai_url="http://kokoro.local:8880/v1", tts_models=["kokoro"])
+    result = await run(scripts, supervisor, options)
+
+    assert result.returncode == 0, result.output
+    assert result.env["STT_MODELS"] == ""
+    assert result.env["TTS_MODELS"] == "kokoro"
+    assert "no API key is set" not in result.output
+    loaded = settings.load_settings([], environ=result.env)
+    assert loaded.stt_models == []
+    assert loaded.tts_models == ["kokoro"]
+
+
 async def test_odd_characters_arrive_intact(scripts, supervisor, addon_config):
     options = default_options(addon_config)
     options.update(
