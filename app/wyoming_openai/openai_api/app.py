@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import math
+import re
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -284,7 +285,7 @@ async def _read_form(request: web.Request, settings: ApiSettings) -> tuple[dict[
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader):
                 raise invalid("Nested multipart bodies are not accepted.", None, "invalid_multipart")
-            name = part.name or ""
+            name = _part_name(part.headers.get("Content-Disposition", ""))
             data = bytearray()
             while chunk := await part.read_chunk(64 * 1024):
                 data += chunk
@@ -300,6 +301,22 @@ async def _read_form(request: web.Request, settings: ApiSettings) -> tuple[dict[
     except (ValueError, AssertionError) as err:  # aiohttp's parser rejects a malformed body with these
         raise invalid(f"The multipart body cannot be read ({err}).", None, "invalid_multipart") from None
     return fields, upload
+
+
+# One parameter of a Content-Disposition header; quoted values are taken whole, so a file name that
+# contains "; name=" is not mistaken for the part's name.
+_DISPOSITION_PARAM = re.compile(r';\s*([^=;\s]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+
+
+def _part_name(disposition: str) -> str:
+    """The ``name`` of a form part. aiohttp's full RFC 6266 parser costs ~0.1 ms a call; a name is all we need."""
+    for match in _DISPOSITION_PARAM.finditer(disposition):
+        if match.group(1).lower() == "name":
+            value = match.group(2).strip()
+            if value.startswith('"'):
+                return re.sub(r"\\(.)", r"\1", value[1:-1])
+            return value
+    return ""
 
 
 def _field(fields: dict[str, list[str]], name: str) -> str | None:
