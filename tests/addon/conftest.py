@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import stat
 from dataclasses import dataclass, field
@@ -26,7 +27,9 @@ RUN_SCRIPT = S6 / "wyoming-openai" / "run"
 FINISH_SCRIPT = S6 / "wyoming-openai" / "finish"
 DISCOVERY_SCRIPT = S6 / "discovery" / "run"
 READY_SCRIPT = ROOTFS / "usr" / "local" / "bin" / "wyoming-ready"
-BASHIO = Path(__file__).resolve().parent / "bashio" / "bashio"
+# The bashio stand-in; ADDON_TEST_BASHIO=/usr/lib/bashio/bashio runs the same tests under a real
+# bashio where one is installed (it reads SUPERVISOR_API, SUPERVISOR_TOKEN and CACHE_DIR too).
+BASHIO = Path(os.environ.get("ADDON_TEST_BASHIO") or Path(__file__).resolve().parent / "bashio" / "bashio")
 SUPERVISOR_TOKEN = "supervisor-token-not-real"
 
 requires_tools = pytest.mark.skipif(

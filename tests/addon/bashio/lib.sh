@@ -12,6 +12,8 @@
 #   empty string for "", one line per item for a list, and nothing for [] or {};
 # - log levels are numbers (LOG_LEVEL, default 5 = INFO); messages go to the
 #   shell's original stdout as "[HH:MM:SS] LEVEL: message", through printf %b;
+# - bashio::config only works inside $(...): elsewhere errexit stops the script
+#   in it (see there);
 # - the leaks that make a careless script print secrets are reproduced on
 #   purpose: bashio::jq traces its whole input, bashio::api.supervisor logs
 #   every response at debug level, bashio::var.has_value traces its value.
@@ -311,15 +313,20 @@ bashio::config() {
     local query
 
     bashio::log.trace "${FUNCNAME[0]}:" "$@"
-    query="
+    # Like bashio, the query is read from a here-document with `read -d ''`, which
+    # returns 1 at its end: under errexit (a plain call, or a process substitution,
+    # which inherits it) the script stops right here. Only $(bashio::config ...)
+    # works, because command substitutions do not inherit errexit.
+    read -r -d '' query << QUERY
         if (.${key} == null) then null
-        elif (.${key} | type == \"string\") then .${key} // empty
-        elif (.${key} | type == \"boolean\") then .${key} // false
-        elif (.${key} | type == \"array\") then
+        elif (.${key} | type == "string") then .${key} // empty
+        elif (.${key} | type == "boolean") then .${key} // false
+        elif (.${key} | type == "array") then
             if (.${key} == []) then empty else .${key}[] end
-        elif (.${key} | type == \"object\") then
+        elif (.${key} | type == "object") then
             if (.${key} == {}) then empty else .${key} end
-        else .${key} end"
+        else .${key} end
+QUERY
     options="$(bashio::addon.config)"
     result="$(bashio::jq "${options}" "${query}")"
     if [[ "${result}" == "null" ]]; then
