@@ -219,6 +219,40 @@ class Upstream:
             text = text.replace(secret, "***")
         return text
 
+    # --- websockets (the Realtime API) -------------------------------------------------------
+
+    @asynccontextmanager
+    async def websocket(self, path: str, **params: str) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+        """A websocket to ``base_url + path`` (http → ws, https → wss), opened within the time-out.
+
+        The pooled session adds the Authorization header; the socket holds one of the pool's
+        connections until closed. A failure to open raises UpstreamError with a message safe to show.
+        """
+        from http import HTTPStatus  # local: this method is appended, the imports above stay as they are
+
+        url = self.base_url.replace("http", "ws", 1) + path
+        try:
+            async with self._deadline(self.timeout):
+                ws = await self._session.ws_connect(url, params=params, max_msg_size=16 * 1024 * 1024)
+        except aiohttp.WSServerHandshakeError as err:
+            # aiohttp keeps neither the reason phrase nor the body of a refused upgrade.
+            if err.status >= 400:
+                try:
+                    reason = HTTPStatus(err.status).phrase
+                except ValueError:
+                    reason = ""
+                text = f"answered {err.status} {reason}".rstrip()
+            else:
+                text = f"answered {err.status} instead of switching to a websocket"
+            status = err.status if err.status >= 400 else None
+            raise UpstreamError(self.scrub(f"{self.role} upstream {self.display_url} {text}"), status=status) from None
+        except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+            raise self._failure(err) from None
+        try:
+            yield ws
+        finally:
+            await ws.close()
+
 
 def _form(fields: Mapping[str, Any], file: tuple[str, bytes, str]) -> aiohttp.FormData:
     data = aiohttp.FormData()
