@@ -339,7 +339,23 @@ async def decode_file(data: bytes, rate: int, *, max_seconds: float | None = Non
     """
     if not data:
         raise AudioDecodeError("the uploaded file is empty")
+    if len(data) <= INLINE_WAV_BYTES and _is_wav_at(data, rate):
+        return _decode_file(data, rate, max_seconds)  # already the wanted PCM: no work worth a thread
     return await asyncio.to_thread(_decode_file, data, rate, max_seconds)
+
+
+INLINE_WAV_BYTES = 1024 * 1024
+
+
+def _is_wav_at(data: bytes, rate: int) -> bool:
+    """A canonical 16-bit mono PCM WAV at ``rate`` (fmt chunk first, as nearly every writer puts it)."""
+    if data[:4] != b"RIFF" or data[8:16] != b"WAVEfmt " or len(data) < 36:
+        return False
+
+    def little(start: int, size: int) -> int:
+        return int.from_bytes(data[start : start + size], "little")
+
+    return little(20, 2) == 1 and little(22, 2) == 1 and little(24, 4) == rate and little(34, 2) == 16
 
 
 def _decode_file(data: bytes, rate: int, max_seconds: float | None) -> bytes:
