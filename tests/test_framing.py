@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wyoming.event import Event, async_read_event
 from wyoming.info import Describe
+from wyoming.tts import Synthesize
 
 from harness import Client, proxy_port
 from wyoming_openai.framing import Limits, ProtocolError, encode_event, read_event
@@ -144,15 +145,31 @@ async def test_idle_and_slow_clients_are_cut_off(start_proxy):
     writer.close()
 
 
-async def test_connection_limit_refuses_extra_clients(start_proxy):
-    proxy = await start_proxy("--max-connections", "2")
-    held = [await asyncio.open_connection("127.0.0.1", proxy_port(proxy)) for _ in range(2)]
+async def test_idle_connections_make_room_for_new_clients(start_proxy):
+    proxy = await start_proxy("--max-connections", "3")
+    held = [await asyncio.open_connection("127.0.0.1", proxy_port(proxy)) for _ in range(3)]
     await asyncio.sleep(0.1)
-    received = await raw_exchange(proxy_port(proxy), b"")
-    assert "too many connections" in first_event(received)["text"]
-    for _, writer in held:
-        writer.close()
-    await asyncio.sleep(0.2)
-    async with Client(proxy_port(proxy)) as client:
+    async with Client(proxy_port(proxy)) as client:  # a fourth: the longest idle one gives way
         await client.send(Describe().event())
         assert (await client.read()).type == "info"
+    evicted = await asyncio.wait_for(held[0][0].read(), 2)
+    assert "closed to make room" in first_event(evicted)["text"]
+    for _, writer in held:
+        writer.close()
+
+
+async def test_busy_connections_are_not_evicted(start_proxy, upstream):
+    upstream.answer_delay = 1.0
+    proxy = await start_proxy("--max-connections", "2")
+    busy = []
+    for _ in range(2):
+        client = Client(proxy_port(proxy))
+        await client.__aenter__()
+        await client.send(Synthesize(text="Taking a while.").event())
+        busy.append(client)
+    await asyncio.sleep(0.2)
+    received = await raw_exchange(proxy_port(proxy), b"")
+    assert "too many connections" in first_event(received)["text"]
+    for client in busy:  # and the busy ones are served in full
+        await client.read_until("audio-stop")
+        await client.__aexit__(None, None, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import wave
 
@@ -150,3 +151,24 @@ async def test_streaming_model_sends_transcript_chunks_then_the_transcript(start
     assert Transcript.from_event(events[-1]).text == "turn on the kitchen light"
     assert upstream.requests[-1].fields["stream"] == "true"
     assert upstream.requests[-1].fields["model"] == "gpt-4o-transcribe"
+
+
+async def test_a_client_that_leaves_cancels_its_transcription(start_proxy, upstream):
+    upstream.answer_delay = 5
+    proxy = await start_proxy()
+    async with Client(proxy_port(proxy)) as client:
+        await client.send(
+            Transcribe(language="en").event(),
+            AudioStart(rate=16000, width=2, channels=1).event(),
+            *chunks_of(tone(0.3, 16000), [1000]),
+            AudioStop().event(),
+        )
+        for _ in range(100):
+            if upstream.requests:
+                break
+            await asyncio.sleep(0.02)
+    for _ in range(100):
+        if upstream.cancelled:
+            break
+        await asyncio.sleep(0.02)
+    assert upstream.cancelled == 1

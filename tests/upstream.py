@@ -79,6 +79,7 @@ class FakeUpstream:
         self.speech_bodies: list[bytes] = []  # bodies for the next requests in turn, whatever was asked
         self.delay_for_text: dict[str, float] = {}  # input containing the key answers that much later
         self.active_speech = 0
+        self.cancelled = 0  # requests whose client hung up before the answer
         self.most_active_speech = 0
         self.chunk_bytes = 4096
         self.chunk_delay = 0.0
@@ -96,8 +97,8 @@ class FakeUpstream:
 
     async def start(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/v1/audio/speech", self._speech)
-        app.router.add_post("/v1/audio/transcriptions", self._transcriptions)
+        app.router.add_post("/v1/audio/speech", self._counting_cancellations(self._speech))
+        app.router.add_post("/v1/audio/transcriptions", self._counting_cancellations(self._transcriptions))
         app.router.add_get("/v1/test", self._kokoro_test)
         app.router.add_get("/v1/audio/voices", self._kokoro_voices)
         app.router.add_get("/health", self._speaches_health)
@@ -112,6 +113,16 @@ class FakeUpstream:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+    def _counting_cancellations(self, handler):
+        async def handle(request: web.Request) -> web.StreamResponse:
+            try:
+                return await handler(request)
+            except asyncio.CancelledError:  # the proxy hung up on us
+                self.cancelled += 1
+                raise
+
+        return handle
 
     # --- checks -------------------------------------------------------------------------------
 

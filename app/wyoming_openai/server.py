@@ -7,9 +7,12 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Coroutine
+from typing import Any
 from urllib.parse import urlsplit
 
 from wyoming.error import Error
+from wyoming.event import Event
 
 from .framing import Limits, ProtocolError, encode_event, read_event
 from .handler import Handler, Services
@@ -17,6 +20,9 @@ from .handler import Handler, Services
 _LOGGER = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 5.0  # seconds in-flight requests get to finish after SIGTERM
+EVENT_BACKLOG = 64  # events read ahead of the handler; beyond it, TCP pushes back on the client
+# Events whose handling waits on the upstream: while they run, a client that hangs up cancels them.
+SLOW_EVENTS = frozenset({"audio-stop", "synthesize", "synthesize-stop"})
 
 
 class WyomingServer:
@@ -25,7 +31,7 @@ class WyomingServer:
         settings = services.settings
         self.limits = Limits(settings.max_event_bytes, settings.max_payload_bytes)
         self._server: asyncio.AbstractServer | None = None
-        self._connections: set[asyncio.Task] = set()
+        self._connections: dict[asyncio.Task, _Connection] = {}
         self._zeroconf = None
 
     @property
@@ -75,6 +81,9 @@ class WyomingServer:
         """Stop accepting, let in-flight requests finish for ``grace`` seconds, then cut them."""
         if self._server is not None:
             self._server.close()
+        for connection in self._connections.values():
+            if connection.idle_since is not None:  # nothing in flight: no reason to wait for it
+                connection.writer.close()
         if self._connections:
             _LOGGER.info("Waiting up to %g s for %d connection(s)", grace, len(self._connections))
             _, pending = await asyncio.wait(set(self._connections), timeout=grace)
@@ -89,28 +98,39 @@ class WyomingServer:
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = _peer_name(writer)
         settings = self.services.settings
-        if len(self._connections) >= settings.max_connections:
-            _LOGGER.warning("Refusing %s: %d clients already connected", peer, len(self._connections))
+        if len(self._connections) >= settings.max_connections and not self._evict_idle():
+            _LOGGER.warning("Refusing %s: %d clients already connected and busy", peer, len(self._connections))
             await _close_with_error(writer, "server busy: too many connections", "Busy")
             writer.close()
             return
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
+        connection = _Connection(writer)
+        self._connections[task] = connection
         handler = Handler(self.services, writer, peer)
+        events: asyncio.Queue[Event | BaseException | None] = asyncio.Queue(maxsize=EVENT_BACKLOG)
+        pump = asyncio.create_task(self._pump(reader, events), name="wyoming reader")
         _LOGGER.debug("%s connected", peer)
         try:
             while True:
+                connection.idle_since = asyncio.get_running_loop().time()
                 try:
                     async with asyncio.timeout(settings.idle_timeout):
-                        event = await read_event(reader, self.limits)
+                        item = await events.get()
                 except TimeoutError:
                     _LOGGER.info("%s idle for %g s: disconnecting", peer, settings.idle_timeout)
                     await _close_with_error(writer, f"idle for {settings.idle_timeout:g} s", "Timeout")
                     break
-                if event is None:
+                if item is None:
                     break
-                if not await handler.handle_event(event):
+                if isinstance(item, BaseException):
+                    raise item
+                connection.idle_since = None
+                if item.type in SLOW_EVENTS:
+                    keep_going = await _unless_client_leaves(handler.handle_event(item), pump, peer)
+                else:
+                    keep_going = await handler.handle_event(item)
+                if not keep_going:
                     break
         except ProtocolError as err:
             _LOGGER.warning("%s: %s; closing", peer, err)
@@ -124,13 +144,62 @@ class WyomingServer:
             _LOGGER.exception("%s: unexpected failure", peer)
             await _close_with_error(writer, "internal error in the proxy (see its log)", "InternalError")
         finally:
-            self._connections.discard(task)
+            self._connections.pop(task, None)
+            pump.cancel()
             await handler.disconnect()
             writer.close()
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1.0):
                     await writer.wait_closed()
             _LOGGER.debug("%s closed", peer)
+
+    async def _pump(self, reader: asyncio.StreamReader, events: asyncio.Queue) -> None:
+        """Read ahead of the handler, so a client that leaves is noticed while its request runs."""
+        try:
+            while (event := await read_event(reader, self.limits)) is not None:
+                await events.put(event)
+        except (ProtocolError, ConnectionError, asyncio.IncompleteReadError) as err:
+            await events.put(err)
+            return
+        await events.put(None)
+
+    def _evict_idle(self) -> bool:
+        """Make room by closing the connection that has waited longest without a request."""
+        idle = [c for c in self._connections.values() if c.idle_since is not None and not c.evicted]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda c: c.idle_since)  # type: ignore[arg-type, return-value]
+        oldest.evicted = True
+        with contextlib.suppress(Exception):
+            oldest.writer.write(encode_event(Error(text="closed to make room for another client", code="Busy").event()))
+        oldest.writer.close()
+        return True
+
+
+class _Connection:
+    __slots__ = ("writer", "idle_since", "evicted")
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.idle_since: float | None = None  # loop time it began waiting for a request
+        self.evicted = False
+
+
+async def _unless_client_leaves(work: Coroutine[Any, Any, bool], pump: asyncio.Task, peer: str) -> bool:
+    """Run a request; if the client hangs up meanwhile, cancel it (and its upstream call)."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.wait({task, pump}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    _LOGGER.info("%s left during its request; cancelled it", peer)
+    return False
 
 
 def _peer_name(writer: asyncio.StreamWriter) -> str:
