@@ -196,3 +196,12 @@ def test_catalog_skips_programs_that_are_not_installed() -> None:
     catalog = wyoming_pool.build_catalog([("tcp://x:1", info, 0)])
     assert not catalog.tts and set(catalog.asr) == {"echo-asr", "echo-asr-small"}
     assert catalog.asr["echo-asr"].streaming is False
+
+
+def test_one_server_with_asr_and_tts_programs_of_the_same_name() -> None:
+    from tone_wyoming import make_info
+
+    info = make_info(streaming=False, tts_name="both", asr_name="both")
+    catalog = wyoming_pool.build_catalog([("tcp://x:1", info, 0)])
+    assert set(catalog.tts) == {"both"} and set(catalog.asr) == {"both-small"}
+    assert sorted(m.id for m in catalog.models()) == ["both", "both-small"]

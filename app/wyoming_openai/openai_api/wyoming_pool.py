@@ -102,7 +102,8 @@ class Catalog:
     asr: dict[str, AsrModel] = field(default_factory=dict)
 
     def models(self) -> list[TtsModel | AsrModel]:
-        return [*self.asr.values(), *self.tts.values()]
+        """Each id once; an id both kinds use (an ASR model named like a TTS program) is listed as ASR."""
+        return [*self.asr.values(), *(m for m in self.tts.values() if m.id not in self.asr)]
 
     def get(self, model_id: str) -> TtsModel | AsrModel | None:
         return self.asr.get(model_id) or self.tts.get(model_id)
@@ -111,6 +112,8 @@ class Catalog:
 def build_catalog(infos: Iterable[tuple[str, Info, int]]) -> Catalog:
     """Models from each server's Info, in server order; the first server to offer an id keeps it."""
     catalog = Catalog()
+    infos = list(infos)
+    tts_names = {p.name for _, info, _ in infos for p in info.tts if p.installed}
     for uri, info, created in infos:
         tts_programs = [p for p in info.tts if p.installed]
         for program in tts_programs:
@@ -151,18 +154,21 @@ def build_catalog(infos: Iterable[tuple[str, Info, int]]) -> Catalog:
             }
             models = [m for m in program.models if m.installed] or list(program.models)
             languages = tuple(dict.fromkeys(lang for m in models for lang in m.languages or ()))
-            # The program's own name picks its default model, so a client need not know model names.
-            _claim(
-                catalog.asr,
-                AsrModel(
-                    id=program.name,
-                    model_name=None,
-                    owned_by=program.attribution.name or "wyoming",
-                    description=program.description,
-                    languages=languages,
-                    **common,
-                ),
-            )
+            # The program's own name picks its default model, so a client need not know model names;
+            # unless a TTS program has that name (one server for both, as our proxy), and the ASR
+            # models have names of their own: one id must mean one thing in /v1/models.
+            if not (models and program.name in tts_names):
+                _claim(
+                    catalog.asr,
+                    AsrModel(
+                        id=program.name,
+                        model_name=None,
+                        owned_by=program.attribution.name or "wyoming",
+                        description=program.description,
+                        languages=languages,
+                        **common,
+                    ),
+                )
             for model in models:
                 _claim(
                     catalog.asr,
