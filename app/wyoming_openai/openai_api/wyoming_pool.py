@@ -35,6 +35,7 @@ ASR_RATE = 16000  # what Wyoming speech-to-text servers expect (Home Assistant s
 ASR_CHUNK_BYTES = 2048 * 2  # 128 ms at 16 kHz: as Home Assistant's satellites send it
 MIN_ON_DEMAND_REFRESH = 5.0  # seconds between refreshes triggered by unknown models
 SEND_BATCH_BYTES = 256 * 1024
+DESCRIBE_TIMEOUT = 10.0
 # Kept-alive connections: a connect and an accept saved per request. Fewer seconds idle than any
 # server's own idle time-out (ours is 120 s) so a server rarely closes one under us.
 IDLE_CONNECTIONS = 8  # per server and program
@@ -354,7 +355,10 @@ class WyomingPool:
     async def refresh(self) -> None:
         async with self._refresh_lock:
             states = list(self._servers.values())
-            results = await asyncio.gather(*(describe(s.uri, self.timeouts) for s in states), return_exceptions=True)
+            # Info comes at once from a healthy server: a hung one must not hold a request (or start-up)
+            # for the whole read time-out, which is sized for long transcriptions.
+            timeouts = Timeouts(self.timeouts.connect, min(self.timeouts.read, DESCRIBE_TIMEOUT))
+            results = await asyncio.gather(*(describe(s.uri, timeouts) for s in states), return_exceptions=True)
             for state, result in zip(states, results, strict=True):
                 if isinstance(result, Info):
                     if state.error is not None or state.info is None:
