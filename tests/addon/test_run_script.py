@@ -183,6 +183,17 @@ def test_everything_covers_the_whole_schema(addon_config):
         assert settings.OPTIONS_BY_NAME[name].env in EVERYTHING_ENV, name
 
 
+def test_everything_is_what_the_supervisor_would_send(addon_config):
+    """The option values these tests use pass the Supervisor's validation of the schema."""
+    from test_config import validate_value
+
+    for name, value in EVERYTHING.items():
+        schema = addon_config["schema"][name]
+        for item in value if isinstance(schema, list) else [value]:
+            element = schema[0] if isinstance(schema, list) else schema
+            assert validate_value(element, item) is None, (name, item)
+
+
 async def test_everything_set(scripts, supervisor):
     result = await run(scripts, supervisor, copy.deepcopy(EVERYTHING))
 
