@@ -40,6 +40,7 @@ class RealtimeFault:
     silent_on: str | None = None  # accept this client event type, then never answer it
     transcription_failed: bool = False  # answer the commit with ...input_audio_transcription.failed
     response_failed: bool = False  # answer response.create with a failed response.done
+    stall_after_first_delta: bool = False  # send one audio delta, then nothing more
     error_message: str = "simulated failure"
 
 
@@ -246,6 +247,8 @@ class RealtimeServer:
                 ws, delta_type, response_id=response_id, item_id=item_id, output_index=0, content_index=0,
                 delta=base64.b64encode(pcm[start : start + step]).decode("ascii"),
             )  # fmt: skip
+            if self.fault and self.fault.stall_after_first_delta:
+                return
             await asyncio.sleep(0)
         await self._send(
             ws, "response.audio.done" if self.beta_names else "response.output_audio.done",

@@ -248,6 +248,25 @@ async def test_stt_connection_refused(server):
     assert_safe(err, upstream, "refused or unreachable")
 
 
+async def test_stt_upgrade_that_never_answers_times_out(server):
+    async def accept_and_stay_silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # hold the connection open until the client gives up
+        writer.close()
+
+    silent = await asyncio.start_server(accept_and_stay_silent, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    upstream = make_upstream(f"http://127.0.0.1:{port}/v1")
+    began = time.monotonic()
+    try:
+        err = await expect_stt_failure(make_settings(server), upstream)
+    finally:
+        await upstream.close()
+        silent.close()
+    # The handshake is an HTTP answer: the session's read time-out bounds it, as for any request.
+    assert READ_TIMEOUT * 0.9 < time.monotonic() - began
+    assert_safe(err, upstream, "did not answer in time")
+
+
 @pytest.mark.parametrize("event", ["session.update", "input_audio_buffer.commit"])
 async def test_stt_error_event_is_reported(server, upstreams, event):
     server.fault = RealtimeFault(error_on=event, error_message="Invalid value: 'gpt-4o-transcribe'")
@@ -400,6 +419,19 @@ async def test_tts_silence_times_out(server, upstreams):
     err = await expect_tts_failure(make_settings(server), upstreams["TTS"])
     assert TIMEOUT * 0.9 < time.monotonic() - began
     assert_safe(err, upstreams["TTS"], "did not answer in time")
+
+
+async def test_tts_stall_after_first_audio_hits_the_read_timeout(server, upstreams):
+    server.fault = RealtimeFault(stall_after_first_delta=True)
+    began = time.monotonic()
+    received = []
+    with pytest.raises(UpstreamError) as caught:
+        async for piece in RealtimeSynthesizer(make_settings(server), upstreams["TTS"]).synthesize("Hello there.", VOICE):
+            received.append(piece)
+    elapsed = time.monotonic() - began
+    assert len(received) == 1
+    assert READ_TIMEOUT * 0.9 < elapsed < TIMEOUT  # the read time-out, not the first-answer one
+    assert_safe(caught.value, upstreams["TTS"], "did not answer in time")
 
 
 async def test_tts_failed_response(server, upstreams):
