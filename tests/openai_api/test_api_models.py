@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import aiohttp
 import openai
 import pytest
@@ -205,3 +208,33 @@ def test_one_server_with_asr_and_tts_programs_of_the_same_name() -> None:
     catalog = wyoming_pool.build_catalog([("tcp://x:1", info, 0)])
     assert set(catalog.tts) == {"both"} and set(catalog.asr) == {"both-small"}
     assert sorted(m.id for m in catalog.models()) == ["both", "both-small"]
+
+
+async def test_background_refresh_finds_a_server_without_any_request(start_api: StartApi) -> None:
+    server = ToneServer(port=free_port())
+    api = await start_api([server.uri], refresh_interval=0.1)
+    assert not api.pool.catalog.tts
+    await server.start()
+    try:
+        for _ in range(100):
+            if api.pool.catalog.tts:
+                break
+            await asyncio.sleep(0.02)
+        assert "tone-tts" in api.pool.catalog.tts
+    finally:
+        await server.stop()
+
+
+async def test_keys_never_reach_the_log(
+    start_api: StartApi, tone_server: ToneServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    api = await start_api([tone_server.uri], api_keys=(API_KEY,))
+    await api.client.audio.speech.create(model="tone-tts", voice="low", input="hi", response_format="pcm")
+    wrong = openai.AsyncOpenAI(base_url=api.url, api_key="sk-wrong-but-secret", max_retries=0)
+    try:
+        with pytest.raises(openai.AuthenticationError):
+            await wrong.models.list()
+    finally:
+        await wrong.close()
+    assert API_KEY not in caplog.text and "sk-wrong-but-secret" not in caplog.text

@@ -81,6 +81,11 @@ async def test_openai_model_and_voice_names_mean_the_defaults(api: Api, tone_ser
     assert tone_server.received.synthesizes[-1].voice.name == "low"
 
 
+async def test_voice_as_an_object_with_an_id(api: Api) -> None:
+    data = await api.client.audio.speech.create(model="tone-tts", voice={"id": "high"}, input="hi", response_format="wav")
+    assert_tone(data.content, "wav", SECONDS_PER_WORD, 880)
+
+
 async def test_speaker_of_a_multi_speaker_voice(api: Api, tone_server: ToneServer) -> None:
     data = await api.client.audio.speech.create(model="tone-tts", voice="duo:b", input="hi", response_format="wav")
     assert_tone(data.content, "wav", SECONDS_PER_WORD, 880)
