@@ -344,7 +344,8 @@ class RealtimeSynthesizer:
             while True:
                 # As for HTTP speech: the first audio within the time-out, then each piece within the read time-out.
                 wait = upstream.read_timeout if produced else upstream.timeout
-                event = await socket.receive(max(0.0, min(wait, deadline - loop.time())))
+                # A floor: aiohttp reads a zero time-out as none at all.
+                event = await socket.receive(max(0.001, min(wait, deadline - loop.time())))
                 kind = event.get("type")
                 if kind in AUDIO_DELTAS:
                     pcm = aligner.push(_decode_audio(socket, event.get("delta")))
