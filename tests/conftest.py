@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -11,10 +12,36 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import TEST_KEY  # noqa: E402
+from harness import TEST_KEY, TEST_SECRETS  # noqa: E402
 from upstream import FakeUpstream  # noqa: E402
 from wyoming_openai.__main__ import Proxy  # noqa: E402
 from wyoming_openai.settings import load_settings  # noqa: E402
+
+
+class _RawRecords(logging.Handler):
+    """Every record of the run, formatted without our redaction: secrets must never get this far."""
+
+    def __init__(self) -> None:
+        super().__init__(level=1)
+        self.texts: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.texts.append(logging.Formatter().format(record))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log_record():
+    handler = _RawRecords()
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(1)
+    yield
+    root.removeHandler(handler)
+    root.setLevel(previous)
+    everything = "\n".join(handler.texts)
+    leaked = [secret for secret in TEST_SECRETS if secret in everything]
+    assert not leaked, f"secrets reached log records: {leaked}"
 
 
 @pytest.fixture

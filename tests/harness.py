@@ -15,6 +15,9 @@ APP = Path(__file__).resolve().parents[1] / "app"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REFERENCE = SHARED / "reference"
 TEST_KEY = "test-key-3f9a7c1e5b"
+URL_PASSWORD = "hunter2-pass"
+# Every credential the tests hand the proxy: none may reach a log record, at any level.
+TEST_SECRETS = (TEST_KEY, URL_PASSWORD, "test-wrong-key-0123456789", "stt-key-value", "tts-key-value")
 
 
 def reference_file(*parts: str) -> Path:

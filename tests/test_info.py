@@ -8,7 +8,7 @@ import time
 import pytest
 from wyoming.info import Describe, Info
 
-from harness import TEST_KEY, Client, proxy_port
+from harness import TEST_KEY, URL_PASSWORD, Client, proxy_port
 from upstream import Fault
 
 
@@ -87,13 +87,13 @@ async def test_only_tts_or_only_stt(start_proxy):
 
 
 async def test_credentials_in_urls_never_reach_info(start_proxy, upstream):
-    secret_url = upstream.url.replace("http://", "http://admin:hunter2-pass@")
+    secret_url = upstream.url.replace("http://", f"http://admin:{URL_PASSWORD}@")
     proxy = await start_proxy(env={"STT_OPENAI_URL": secret_url, "TTS_OPENAI_URL": secret_url})
     async with Client(proxy_port(proxy)) as client:
         await client.send(Describe().event())
         event = await client.read()
     text = str(event.data)
-    assert "hunter2-pass" not in text and "admin" not in text and TEST_KEY not in text
+    assert URL_PASSWORD not in text and "admin" not in text and TEST_KEY not in text
     assert "***@127.0.0.1" in text
 
 

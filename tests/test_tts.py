@@ -150,3 +150,19 @@ async def test_wav_with_unknown_length_streams(start_proxy, upstream):
     proxy = await start_proxy()
     start, chunks, _ = await speak(proxy_port(proxy), TEXT)
     assert abs(assert_truthful(start, chunks) - 0.5) < 0.001
+
+
+async def test_upstream_connections_are_pooled(start_proxy, upstream):
+    proxy = await start_proxy()  # one server for STT and TTS, probed once at three endpoints at once
+    after_discovery = len(upstream.peers)
+    assert 1 <= after_discovery <= 3
+    for _ in range(10):
+        await speak(proxy_port(proxy), TEXT)
+    assert len(upstream.peers) == after_discovery  # the kept-alive connections carried them all
+
+    async def client() -> None:
+        for _ in range(3):
+            await speak(proxy_port(proxy), TEXT)
+
+    await asyncio.gather(*(client() for _ in range(5)))
+    assert len(upstream.peers) <= max(5, after_discovery)  # never more connections than clients at once

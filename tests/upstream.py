@@ -87,7 +87,7 @@ class FakeUpstream:
         self.probe_delay = 0.0  # backend probes and voice listings answer this late
         self.transcript: str | None = None
         self.streams_transcripts = True  # answer stream=true with server-sent events
-        self.peers: set[tuple[str, int]] = set()
+        self.peers: set[tuple[str, int]] = set()  # client addresses seen: one per TCP connection
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -96,7 +96,12 @@ class FakeUpstream:
         return f"http://127.0.0.1:{self.port}/v1"
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        @web.middleware
+        async def note_peer(request: web.Request, handler):
+            self.peers.add(request.transport.get_extra_info("peername")[:2])  # type: ignore[union-attr]
+            return await handler(request)
+
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[note_peer])
         app.router.add_post("/v1/audio/speech", self._counting_cancellations(self._speech))
         app.router.add_post("/v1/audio/transcriptions", self._counting_cancellations(self._transcriptions))
         app.router.add_get("/v1/test", self._kokoro_test)
@@ -131,7 +136,6 @@ class FakeUpstream:
         return _error(400, text)
 
     def _check_auth(self, request: web.Request) -> web.Response | None:
-        self.peers.add(request.transport.get_extra_info("peername")[:2])  # type: ignore[union-attr]
         if self.key is not None and request.headers.get("Authorization") != f"Bearer {self.key}":
             return _error(401, "Incorrect API key provided")
         return None

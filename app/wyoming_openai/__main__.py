@@ -24,7 +24,7 @@ _LOGGER = logging.getLogger("wyoming_openai")
 
 
 def make_upstream(settings: Settings, role: str) -> Upstream:
-    prefix = role.lower()
+    prefix = role[:3].lower()
     return Upstream(
         role,
         getattr(settings, f"{prefix}_openai_url"),
@@ -39,11 +39,18 @@ def make_upstream(settings: Settings, role: str) -> Upstream:
 
 def build_services(settings: Settings) -> Services:
     """Must run inside the event loop (the HTTP pools belong to it)."""
+    same_server = (settings.stt_openai_url, settings.stt_openai_key) == (settings.tts_openai_url, settings.tts_openai_key)
+    if same_server and settings.stt_models and settings.tts_models:
+        # One server for both: one pool of connections, probed once.
+        stt = tts = make_upstream(settings, "STT/TTS")
+    else:
+        stt = make_upstream(settings, "STT") if settings.stt_models else None
+        tts = make_upstream(settings, "TTS") if settings.tts_models else None
     return Services(
         settings=settings,
         catalog=Catalog(settings),
-        transcriber=Transcriber(settings, make_upstream(settings, "STT")) if settings.stt_models else None,
-        synthesizer=Synthesizer(settings, make_upstream(settings, "TTS")) if settings.tts_models else None,
+        transcriber=Transcriber(settings, stt) if stt else None,
+        synthesizer=Synthesizer(settings, tts) if tts else None,
     )
 
 
@@ -108,9 +115,9 @@ class Proxy:
         if self.server is not None:
             await self.server.stop()
         if self.services is not None:
-            for service in (self.services.transcriber, self.services.synthesizer):
-                if service is not None:
-                    await service.upstream.close()
+            upstreams = {id(s.upstream): s.upstream for s in (self.services.transcriber, self.services.synthesizer) if s}
+            for upstream in upstreams.values():
+                await upstream.close()
 
 
 async def serve(settings: Settings) -> None:

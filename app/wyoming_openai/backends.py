@@ -31,11 +31,19 @@ def known_backend(configured: Backend | None, url: str) -> Backend | None:
 
 
 async def detect_backend(upstream: Upstream, configured: Backend | None) -> Backend:
-    """Probe all kinds at once; a server that answers none is treated as plain OpenAI-compatible."""
+    """Probe all kinds at once; a server that answers none is treated as plain OpenAI-compatible.
+
+    An upstream serving both directions is probed once: both callers share the answer.
+    """
     known = known_backend(configured, upstream.base_url)
     if known is not None:
         return known
+    if upstream.detection is None:
+        upstream.detection = asyncio.ensure_future(_probe(upstream))
+    return await asyncio.shield(upstream.detection)
 
+
+async def _probe(upstream: Upstream) -> Backend:
     async def answers(path: str, root: bool, accept: Callable[[object], bool]) -> bool:
         try:
             return accept(await upstream.get_json(path, timeout=PROBE_TIMEOUT, root=root))

@@ -65,6 +65,7 @@ class Upstream:
         self.timeout = timeout
         self.read_timeout = read_timeout
         self.retries = retries
+        self.detection: asyncio.Future | None = None  # the backend probe, shared by STT and TTS
         self._secrets = [s for s in (key.reveal() if key else None, parts.password, parts.username) if s]
         headers = {"User-Agent": f"wyoming-openai/{__version__}"}
         auth = None
