@@ -8,6 +8,7 @@ environment can be handed to the proxy's real settings loader.
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -234,3 +235,37 @@ def test_deploy_docs_cover_the_files():
     assert "--build-context wheels=" in text
     assert re.search(r"^#+ Docker", text, re.MULTILINE)
     assert re.search(r"^#+ Home Assistant add-on", text, re.MULTILINE)
+
+
+# --- the add-on image's choice between PyPI and a local wheel -------------------------------
+
+
+def addon_install_step() -> str:
+    """The shell of the add-on Dockerfile's RUN step that picks what pip installs."""
+    text = re.sub(r"\\\n\s*", " ", (ADDON / "Dockerfile").read_text())
+    run = next(line for line in text.splitlines() if line.startswith("RUN ") and "/tmp/wheels" in line)
+    steps = [step.strip() for step in run.split(" && ")]
+    first = next(i for i, step in enumerate(steps) if step.startswith("set -- /tmp/wheels/"))
+    last = next(i for i, step in enumerate(steps) if i > first and step.endswith("fi"))
+    return " && ".join(steps[first : last + 1])
+
+
+@pytest.mark.parametrize("wheel", [None, "wyoming_openai-1.1.0.dev1-py3-none-any.whl"])
+def test_addon_image_installs_pypi_release_or_local_wheel(tmp_path, wheel):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    if wheel:
+        (wheels / wheel).write_bytes(b"")
+    (wheels / "unrelated.txt").write_text("")
+    record = tmp_path / "pip-args"
+    pip = tmp_path / "pip"
+    pip.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\n')
+    pip.chmod(0o755)
+    step = addon_install_step().replace("/usr/src/.venv/bin/pip", str(pip)).replace("/tmp/wheels", str(wheels))
+    subprocess.run(["sh", "-c", step], check=True, env={"BUILD_VERSION": __version__, "PATH": "/usr/bin:/bin"})
+    args = record.read_text().split()
+    assert args[:2] == ["install", "--no-cache-dir"]
+    if wheel:
+        assert args[2:] == [str(wheels / wheel)]
+    else:
+        assert args[2:] == [f"wyoming-openai=={__version__}"]
