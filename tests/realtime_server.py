@@ -91,6 +91,11 @@ class RealtimeServer:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    @property
+    def open_sockets(self) -> int:
+        """Websockets still open from the server's side."""
+        return len(self._sockets)
+
     def _violation(self, text: str) -> None:
         self.violations.append(text)
 

@@ -104,7 +104,7 @@ class Catalog:
                         )
                         for model in settings.stt_models
                     ],
-                    supports_transcript_streaming=bool(settings.stt_streaming_models),
+                    supports_transcript_streaming=bool(settings.stt_streaming_models or settings.stt_realtime_models),
                 )
             )
         if settings.tts_models:

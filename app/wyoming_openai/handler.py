@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
@@ -26,6 +29,9 @@ from .streaming import SentenceSplitter, SpeechStream
 from .stt import Transcriber, Utterance, UtteranceTooLong
 from .tts import Synthesizer
 from .upstream import UpstreamError
+
+if TYPE_CHECKING:
+    from .realtime import RealtimeTranscription
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -50,6 +56,7 @@ class Handler:
         self.writer = writer
         self.peer = peer
         self.closing: asyncio.Future | None = None
+        self.live: RealtimeTranscription | None = None  # a Realtime session taking the audio as it comes
         self._reset()
 
     def _reset(self) -> None:
@@ -85,16 +92,18 @@ class Handler:
             self.writer.write(self.services.catalog.info_bytes)
             await self.writer.drain()
         elif AudioChunk.is_type(kind):
-            self._on_audio_chunk(AudioChunk.from_event(event))
+            await self._on_audio_chunk(AudioChunk.from_event(event))
         elif Transcribe.is_type(kind):
             transcribe = Transcribe.from_event(event)
             self._require(self.services.transcriber, "speech-to-text")
+            await self._close_live()
             self.stt_model = self.services.catalog.stt_model(_optional_text(transcribe.name))
             self.stt_language = _optional_text(transcribe.language)
             self.transcribing = True
         elif AudioStart.is_type(kind):
             start = AudioStart.from_event(event)
-            self.utterance = self._new_utterance(PcmFormat(start.rate, start.width, start.channels))
+            await self._close_live()
+            self.utterance = await self._new_utterance(PcmFormat(start.rate, start.width, start.channels))
         elif AudioStop.is_type(kind):
             await self._on_audio_stop()
         elif Synthesize.is_type(kind):
@@ -115,43 +124,69 @@ class Handler:
 
     # --- speech to text ----------------------------------------------------------------------
 
-    def _new_utterance(self, fmt: PcmFormat) -> Utterance:
-        self._require(self.services.transcriber, "speech-to-text")
+    async def _new_utterance(self, fmt: PcmFormat) -> Utterance:
+        transcriber = self._require(self.services.transcriber, "speech-to-text")
         if fmt.rate < 1000 or fmt.rate > 384_000 or fmt.width not in (1, 2, 3, 4) or not 1 <= fmt.channels <= 8:
             raise ClientError(f"unsupported audio format: {fmt.rate} Hz, {fmt.width} bytes, {fmt.channels} channels")
-        return Utterance(fmt, self.services.settings.stt_max_seconds)
+        model = self.stt_model or self.services.catalog.stt_model(None)
+        realtime = transcriber.is_realtime(model)
+        if realtime and fmt.channels > 2:
+            raise ClientError(f"unsupported audio format for the Realtime API: {fmt.channels} channels")
+        utterance = Utterance(fmt, self.services.settings.stt_max_seconds, keep=not realtime)
+        if realtime:
+            # Connect while the user is still speaking: the transcript is ready right after audio-stop.
+            self.live = await transcriber.realtime.open(model, self._language())  # type: ignore[union-attr]
+        return utterance
 
-    def _on_audio_chunk(self, chunk: AudioChunk) -> None:
+    def _language(self) -> str:
+        return self.stt_language or self.services.settings.languages[0]
+
+    async def _on_audio_chunk(self, chunk: AudioChunk) -> None:
         if self.utterance is None:
             if not self.transcribing:
                 raise ClientError("audio-chunk without transcribe or audio-start")
             # Lenient: some clients skip audio-start; the chunk says its own format.
-            self.utterance = self._new_utterance(PcmFormat(chunk.rate, chunk.width, chunk.channels))
+            self.utterance = await self._new_utterance(PcmFormat(chunk.rate, chunk.width, chunk.channels))
         self.utterance.add(chunk.audio)
+        if self.live is not None:
+            await self.live.send_audio(chunk.audio, self.utterance.format)
 
     async def _on_audio_stop(self) -> None:
         transcriber = self.services.transcriber
-        utterance = self.utterance
+        utterance, live = self.utterance, self.live
         if utterance is None or transcriber is None:
             raise ClientError("audio-stop without audio-start")
         model = self.stt_model or self.services.catalog.stt_model(None)
-        language = self.stt_language or self.services.settings.languages[0]
+        language = self._language()
+        self.live = None
         self._reset()
-        if model in self.services.settings.stt_streaming_models:
-            text = await self._transcribe_streamed(transcriber, utterance, model, language)
+        if live is not None:
+            try:
+                text = await self._relay_transcript(live.finish(), language)
+            finally:
+                await live.close()
+        elif model in self.services.settings.stt_streaming_models:
+            text = await self._relay_transcript(transcriber.transcribe_stream(utterance, model, language), language)
         else:
             text = await transcriber.transcribe(utterance, model, language)
         _LOGGER.info("Transcribed %.1f s for %s: %d characters", utterance.seconds, self.peer, len(text))
         await self._write(Transcript(text=text).event())
 
-    async def _transcribe_streamed(self, transcriber: Transcriber, utterance: Utterance, model: str, language: str) -> str:
+    async def _relay_transcript(self, results: AsyncIterator[tuple[bool, str]], language: str) -> str:
+        """Transcript chunks as the upstream forms them; returns the final text."""
         await self._write(TranscriptStart(language=language).event())
-        async for done, text in transcriber.transcribe_stream(utterance, model, language):
-            if done:
-                await self._write(TranscriptStop().event())
-                return text
-            await self._write(TranscriptChunk(text=text).event())
-        raise UpstreamError("STT upstream ended its stream without a transcript")  # pragma: no cover
+        async with aclosing(results):
+            async for done, text in results:
+                if done:
+                    await self._write(TranscriptStop().event())
+                    return text
+                await self._write(TranscriptChunk(text=text).event())
+        raise UpstreamError("STT upstream ended its stream without a transcript")
+
+    async def _close_live(self) -> None:
+        live, self.live = self.live, None
+        if live is not None:
+            await live.close()
 
     # --- text to speech ----------------------------------------------------------------------
 
@@ -249,7 +284,8 @@ class Handler:
         _LOGGER.info("Spoke to %s: %.1f s of audio", self.peer, samples / fmt.rate)
 
     async def disconnect(self) -> None:
-        """The connection is over: stop any synthesis still running for it."""
+        """The connection is over: stop any synthesis or Realtime session still running for it."""
+        await self._close_live()
         if self.stream is not None:
             await self.stream.cancel()
             self.stream = None

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .audio import PcmFormat, to_wav
 from .settings import Backend, Settings
 from .upstream import Upstream, UpstreamError, server_sent_events
+
+if TYPE_CHECKING:
+    from .realtime import RealtimeTranscriber
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -20,20 +23,24 @@ class UtteranceTooLong(Exception):
 class Utterance:
     """The audio of one ``audio-start`` … ``audio-stop``, whatever its chunking."""
 
-    def __init__(self, fmt: PcmFormat, max_seconds: float) -> None:
+    def __init__(self, fmt: PcmFormat, max_seconds: float, keep: bool = True) -> None:
         self.format = fmt
         self.max_seconds = max_seconds
+        self.keep = keep  # False when the audio goes on to a Realtime session as it comes
         self._max_bytes = int(max_seconds * fmt.bytes_per_second)
         self._pcm = bytearray()
+        self._size = 0
 
     def add(self, pcm: bytes) -> None:
-        if len(self._pcm) + len(pcm) > self._max_bytes:
+        if self._size + len(pcm) > self._max_bytes:
             raise UtteranceTooLong(f"utterance longer than the {self.max_seconds:g} s allowed (--stt-max-seconds)")
-        self._pcm += pcm
+        self._size += len(pcm)
+        if self.keep:
+            self._pcm += pcm
 
     @property
     def seconds(self) -> float:
-        return len(self._pcm) / self.format.bytes_per_second
+        return self._size / self.format.bytes_per_second
 
     def wav(self) -> bytes:
         # A client may stop mid-frame; a WAV holds whole frames only.
@@ -53,6 +60,14 @@ class Transcriber:
         self.settings = settings
         self.upstream = upstream
         self.backend: Backend | None = settings.stt_backend
+        self.realtime: RealtimeTranscriber | None = None
+        if settings.stt_realtime_models:
+            from .realtime import RealtimeTranscriber  # realtime.py needs this module: import late
+
+            self.realtime = RealtimeTranscriber(settings, upstream)
+
+    def is_realtime(self, model: str) -> bool:
+        return self.realtime is not None and model in self.settings.stt_realtime_models
 
     def request_fields(self, model: str, language: str | None) -> dict[str, Any]:
         settings = self.settings

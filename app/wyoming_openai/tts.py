@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from .audio import AudioDecodeError, PcmFormat, decode_speech
 from .catalog import Voice
+from .realtime import RealtimeSynthesizer
 from .settings import Settings
 from .upstream import Upstream
 
@@ -21,6 +23,7 @@ class Synthesizer:
     def __init__(self, settings: Settings, upstream: Upstream) -> None:
         self.settings = settings
         self.upstream = upstream
+        self.realtime = RealtimeSynthesizer(settings, upstream) if settings.tts_realtime_models else None
 
     def request_body(self, text: str, voice: Voice) -> dict[str, Any]:
         settings = self.settings
@@ -39,6 +42,11 @@ class Synthesizer:
 
     async def synthesize(self, text: str, voice: Voice) -> AsyncIterator[tuple[PcmFormat, bytes]]:
         """(format, PCM) pieces; the format is the same for every piece of one synthesis."""
+        if self.realtime is not None and voice.model in self.settings.tts_realtime_models:
+            async with aclosing(self.realtime.synthesize(text, voice)) as pieces:
+                async for piece in pieces:
+                    yield piece
+            return
         body = self.request_body(text, voice)
         _LOGGER.debug("Synthesizing %d characters with %s/%s", len(text), voice.model, voice.name)
         async with self.upstream.stream_post_json("/audio/speech", body) as chunks:
