@@ -180,7 +180,7 @@ class ScriptRunner:
         return env
 
     async def run(
-        self, script: Path, env: dict[str, str], *args: str, timeout: float = 20.0
+        self, script: Path, env: dict[str, str], *args: str, timeout: float = 60.0
     ) -> ScriptResult:
         for name in ("env", "argv"):
             (self.record / name).unlink(missing_ok=True)
