@@ -275,20 +275,3 @@ async def test_translations_are_refused_honestly(api: Api) -> None:
         await api.client.audio.translations.create(model="whisper-1", file=upload("flac"))
     assert "Translation is not available" in caught.value.message
     assert caught.value.code == "unsupported_operation"
-
-
-@pytest.mark.parametrize(
-    ("disposition", "name"),
-    [
-        ('form-data; name="file"; filename="a.wav"', "file"),
-        ('form-data; filename="x; name=y.wav"; name="model"', "model"),
-        ("form-data; name=stream", "stream"),
-        ('form-data; name="a\\"b"', 'a"b'),
-        ('form-data; filename="x"', ""),
-        ('form-data; NAME="include[]"', "include[]"),
-    ],
-)
-def test_form_part_names(disposition: str, name: str) -> None:
-    from wyoming_openai.openai_api.app import _part_name
-
-    assert _part_name(disposition) == name
