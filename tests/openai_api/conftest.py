@@ -48,16 +48,16 @@ StartApi = Callable[..., Awaitable[Api]]
 
 @pytest.fixture
 async def start_api() -> AsyncIterator[StartApi]:
-    """start_api(uris, **settings) -> the API on a free loopback port, with an SDK client holding API_KEY."""
+    """start_api(uris, pool=None, **settings) -> the API on a free loopback port, with an SDK client holding API_KEY."""
     servers: list[TestServer] = []
     clients: list[AsyncOpenAI] = []
 
-    async def start(uris: list[str], **overrides: object) -> Api:
+    async def start(uris: list[str], pool: WyomingPool | None = None, **overrides: object) -> Api:
         settings = replace(
             ApiSettings(wyoming_uris=tuple(uris), connect_timeout=1.0, read_timeout=2.0, refresh_interval=0),
             **overrides,
         )
-        app = create_app(settings)
+        app = create_app(settings, pool)
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
         servers.append(server)

@@ -299,9 +299,16 @@ async def describe(uri: str, timeouts: Timeouts) -> Info:
 
 
 class WyomingPool:
-    def __init__(self, uris: Iterable[str], timeouts: Timeouts, refresh_interval: float = 60.0) -> None:
+    def __init__(
+        self,
+        uris: Iterable[str],
+        timeouts: Timeouts,
+        refresh_interval: float = 60.0,
+        min_on_demand_refresh: float = MIN_ON_DEMAND_REFRESH,
+    ) -> None:
         self.timeouts = timeouts
         self.refresh_interval = refresh_interval
+        self.min_on_demand_refresh = min_on_demand_refresh
         self._servers: dict[str, ServerState] = {}
         for uri in uris:
             self._servers.setdefault(uri, ServerState(uri, "config"))
@@ -377,7 +384,7 @@ class WyomingPool:
 
     async def refresh_if_stale(self) -> None:
         """One refresh for a request that named an unknown model, at most every few seconds."""
-        if time.monotonic() - self._last_refresh >= MIN_ON_DEMAND_REFRESH:
+        if time.monotonic() - self._last_refresh >= self.min_on_demand_refresh:
             await self.refresh()
 
     def _rebuild(self) -> None:
