@@ -69,6 +69,16 @@ async def test_two_servers_one_catalog(start_api: StartApi) -> None:
         await second.stop()
 
 
+async def test_unix_socket_server(start_api: StartApi, tmp_path) -> None:
+    server = await ToneServer(unix_path=str(tmp_path / "tones.sock")).start()
+    try:
+        api = await start_api([server.uri])
+        data = await api.client.audio.speech.create(model="tone-tts", voice="low", input="hi", response_format="pcm")
+        assert len(data.content) == 12000
+    finally:
+        await server.stop()
+
+
 async def test_server_that_starts_later_is_found_on_demand(start_api: StartApi) -> None:
     server = ToneServer(port=free_port())
     # No pause between on-demand refreshes, so the test need not wait out the usual few seconds.

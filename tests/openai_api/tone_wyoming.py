@@ -21,7 +21,7 @@ from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
 from wyoming.event import Event
 from wyoming.info import AsrModel, AsrProgram, Attribution, Describe, Info, TtsProgram, TtsVoice, TtsVoiceSpeaker
-from wyoming.server import AsyncEventHandler, AsyncTcpServer
+from wyoming.server import AsyncEventHandler, AsyncServer, AsyncTcpServer, AsyncUnixServer
 from wyoming.tts import Synthesize
 
 TTS_RATE = 22050
@@ -183,18 +183,26 @@ class _Handler(AsyncEventHandler):
 
 
 class ToneServer:
-    def __init__(self, streaming: bool = True, port: int | None = None, one_request_per_connection: bool = False, **names: str) -> None:
+    def __init__(
+        self,
+        streaming: bool = True,
+        port: int | None = None,
+        one_request_per_connection: bool = False,
+        unix_path: str | None = None,
+        **names: str,
+    ) -> None:
         self.streaming = streaming
+        self.unix_path = unix_path
         # Like servers that hang up on a second request: the client only learns when it sends one.
         self.one_request_per_connection = one_request_per_connection
         self.info = make_info(streaming, **names)
         self.port = port or free_port()
-        self.uri = f"tcp://127.0.0.1:{self.port}"
+        self.uri = f"unix://{unix_path}" if unix_path else f"tcp://127.0.0.1:{self.port}"
         self.received = Received()
-        self._server: AsyncTcpServer | None = None
+        self._server: AsyncServer | None = None
 
     async def start(self) -> ToneServer:
-        self._server = AsyncTcpServer("127.0.0.1", self.port)
+        self._server = AsyncUnixServer(self.unix_path) if self.unix_path else AsyncTcpServer("127.0.0.1", self.port)
         await self._server.start(lambda reader, writer: _Handler(self, reader, writer))
         return self
 
