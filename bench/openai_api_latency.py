@@ -40,23 +40,29 @@ TEXT = "hello world"  # half a second of 22.05 kHz tone: 22 kB of PCM
 ASR_SECONDS = 1.0
 
 
-async def direct_speech(port: int) -> float:
+Timing = tuple[float, float | None]  # (to the last byte, to the first audio byte or None)
+
+
+async def direct_speech(port: int) -> Timing:
     started = time.perf_counter()
     client = AsyncTcpClient("127.0.0.1", port)
     await client.connect()
+    first = None
     try:
         await client.write_event(Synthesize(text=TEXT, voice=SynthesizeVoice(name="low")).event())
         while True:
             event = await client.read_event()
             assert event is not None
+            if first is None and AudioChunk.is_type(event.type):
+                first = time.perf_counter() - started
             if AudioStop.is_type(event.type):
                 break
     finally:
         await client.disconnect()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, first
 
 
-async def direct_transcription(port: int, pcm: bytes) -> float:
+async def direct_transcription(port: int, pcm: bytes) -> Timing:
     started = time.perf_counter()
     client = AsyncTcpClient("127.0.0.1", port)
     await client.connect()
@@ -73,24 +79,26 @@ async def direct_transcription(port: int, pcm: bytes) -> float:
                 break
     finally:
         await client.disconnect()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, None
 
 
-def http_speech(session: aiohttp.ClientSession, url: str, response_format: str) -> Callable[[], Awaitable[float]]:
+def http_speech(session: aiohttp.ClientSession, url: str, response_format: str) -> Callable[[], Awaitable[Timing]]:
     body = {"model": "tone-tts", "voice": "low", "input": TEXT, "response_format": response_format}
 
-    async def run() -> float:
+    async def run() -> Timing:
         started = time.perf_counter()
         async with session.post(url + "/audio/speech", json=body) as response:
             assert response.status == 200, await response.text()
+            await response.content.readany()
+            first = time.perf_counter() - started
             await response.read()
-        return time.perf_counter() - started
+        return time.perf_counter() - started, first
 
     return run
 
 
-def http_transcription(session: aiohttp.ClientSession, url: str, upload: bytes) -> Callable[[], Awaitable[float]]:
-    async def run() -> float:
+def http_transcription(session: aiohttp.ClientSession, url: str, upload: bytes) -> Callable[[], Awaitable[Timing]]:
+    async def run() -> Timing:
         form = aiohttp.FormData()
         form.add_field("file", upload, filename="a.wav", content_type="audio/wav")
         form.add_field("model", "echo-asr")
@@ -99,32 +107,38 @@ def http_transcription(session: aiohttp.ClientSession, url: str, upload: bytes) 
         async with session.post(url + "/audio/transcriptions", data=form) as response:
             assert response.status == 200, await response.text()
             await response.read()
-        return time.perf_counter() - started
+        return time.perf_counter() - started, None
 
     return run
 
 
 def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 async def measure(
-    direct: Callable[[], Awaitable[float]], via_api: Callable[[], Awaitable[float]], requests: int, warmup: int
-) -> tuple[list[float], list[float]]:
+    direct: Callable[[], Awaitable[Timing]], via_api: Callable[[], Awaitable[Timing]], requests: int, warmup: int
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Per request: direct time, API time, and the paired differences to the last and the first byte."""
     for _ in range(warmup):
         await direct()
         await via_api()
-    direct_times, api_times = [], []
+    direct_times, api_times, added, first_added = [], [], [], []
     for index in range(requests):
         # Alternate which goes first, so neither always meets a warmer or colder server.
         if index % 2:
-            direct_times.append(await direct())
-            api_times.append(await via_api())
+            (d, d_first), (a, a_first) = await direct(), await via_api()
         else:
-            api_times.append(await via_api())
-            direct_times.append(await direct())
-    return direct_times, api_times
+            (a, a_first), (d, d_first) = await via_api(), await direct()
+        direct_times.append(d)
+        api_times.append(a)
+        added.append(a - d)
+        if d_first is not None and a_first is not None:
+            first_added.append(a_first - d_first)
+    return direct_times, api_times, added, first_added
 
 
 async def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 15) -> None:
@@ -174,9 +188,7 @@ async def bench(requests: int, warmup: int) -> None:
                 ("transcription 1 s wav upload", lambda: direct_transcription(wyoming_port, pcm), http_transcription(session, url, upload)),
             ]  # fmt: skip
             for name, direct, via_api in cases:
-                direct_times, api_times = await measure(direct, via_api, requests, warmup)
-                added = [a - d for a, d in zip(api_times, direct_times, strict=True)]
-                rows.append((name, direct_times, api_times, added))
+                rows.append((name, *await measure(direct, via_api, requests, warmup)))
     finally:
         for process in processes:
             process.terminate()
@@ -185,16 +197,21 @@ async def bench(requests: int, warmup: int) -> None:
 
     ms = 1000.0
     print(f"\n{requests} requests each (after {warmup} warm-up), Python {sys.version.split()[0]}, loopback")
-    header = f"{'request':32} {'direct p50':>10} {'direct p99':>10} {'API p50':>9} {'API p99':>9} {'added p50':>10} {'added p99':>10}"
+    header = (
+        f"{'request':30} {'direct p50':>10} {'direct p99':>10} {'API p50':>8} {'API p99':>8} "
+        f"{'added p50':>9} {'added p99':>9} {'1st audio +p50':>14}"
+    )
     print(header)
     print("-" * len(header))
-    for name, direct_times, api_times, added in rows:
+    for name, direct_times, api_times, added, first_added in rows:
+        first = f"{statistics.median(first_added) * ms:14.2f}" if first_added else f"{'-':>14}"
         print(
-            f"{name:32} {statistics.median(direct_times) * ms:10.2f} {percentile(direct_times, 0.99) * ms:10.2f} "
-            f"{statistics.median(api_times) * ms:9.2f} {percentile(api_times, 0.99) * ms:9.2f} "
-            f"{statistics.median(added) * ms:10.2f} {percentile(added, 0.99) * ms:10.2f}"
+            f"{name:30} {statistics.median(direct_times) * ms:10.2f} {percentile(direct_times, 0.99) * ms:10.2f} "
+            f"{statistics.median(api_times) * ms:8.2f} {percentile(api_times, 0.99) * ms:8.2f} "
+            f"{statistics.median(added) * ms:9.2f} {percentile(added, 0.99) * ms:9.2f} {first}"
         )
-    print("(milliseconds; 'added' is the median and p99 of paired differences, API minus direct)")
+    print("(milliseconds; 'added' = median and p99 of paired differences, API minus direct, to the last byte;")
+    print(" '1st audio +p50' = the same for the first audio byte: what a streaming player waits extra)")
 
 
 if __name__ == "__main__":
