@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -297,11 +298,17 @@ def _field(fields: dict[str, list[str]], name: str) -> str | None:
     return values[-1] if values else None
 
 
-async def transcriptions(request: web.Request) -> web.StreamResponse:
-    pool, settings = request.app[POOL], request.app[SETTINGS]
-    fields, upload = await _read_form(request, settings)
-    if upload is None:
-        raise invalid("Missing required parameter: 'file'.", "file", "missing_required_parameter")
+@dataclass(frozen=True)
+class _TranscriptionRequest:
+    model: str
+    response_format: str
+    stream: bool
+    language: str | None
+    prompt: str | None
+
+
+def _transcription_request(fields: dict[str, list[str]]) -> _TranscriptionRequest:
+    """The form's fields, checked; what Wyoming cannot honour is refused rather than ignored."""
     model_id = _field(fields, "model")
     if not model_id:
         raise invalid("Missing required parameter: 'model'.", "model", "missing_required_parameter")
@@ -313,8 +320,7 @@ async def transcriptions(request: web.Request) -> web.StreamResponse:
             "stream",
             "unsupported_value",
         )
-    granularities = fields.get("timestamp_granularities", [])
-    if "word" in granularities:
+    if "word" in fields.get("timestamp_granularities", []):
         raise invalid(
             "Word timestamps are not available: Wyoming speech-to-text servers report no timings.",
             "timestamp_granularities",
@@ -331,33 +337,51 @@ async def transcriptions(request: web.Request) -> web.StreamResponse:
                 raise ValueError
         except ValueError:
             raise invalid("Invalid value for 'temperature': expected a number from 0 to 1.", "temperature") from None
-    language = (_field(fields, "language") or "").strip() or None
-    prompt = (_field(fields, "prompt") or "").strip() or None
-    model = await _resolve(pool, model_id, "asr")
+    return _TranscriptionRequest(
+        model=model_id,
+        response_format=response_format,
+        stream=stream,
+        language=(_field(fields, "language") or "").strip() or None,
+        prompt=(_field(fields, "prompt") or "").strip() or None,
+    )
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
+async def transcriptions(request: web.Request) -> web.StreamResponse:
+    pool, settings = request.app[POOL], request.app[SETTINGS]
+    fields, upload = await _read_form(request, settings)
+    if upload is None:
+        raise invalid("Missing required parameter: 'file'.", "file", "missing_required_parameter")
+    asked = _transcription_request(fields)
+    model = await _resolve(pool, asked.model, "asr")
     assert isinstance(model, AsrModel)
 
     try:
         pcm = await decode_file(upload, ASR_RATE, max_seconds=settings.max_audio_seconds)
     except AudioTooLongError as err:
-        raise invalid(f"{str(err).capitalize()}.", "file", "audio_too_long") from None
+        raise invalid(_sentence(str(err)), "file", "audio_too_long") from None
     except AudioDecodeError as err:
         raise invalid(
-            f"{str(err).capitalize()}. Supported: flac, mp3, mp4, mpeg, mpga, m4a, ogg, wav, webm.",
+            f"{_sentence(str(err))} Supported: flac, mp3, mp4, mpeg, mpga, m4a, ogg, wav, webm.",
             "file",
             "invalid_audio",
         ) from None
     duration = len(pcm) / (ASR_RATE * 2)
     # Wyoming has no prompt field; its free-form context is where a server can find one.
-    context = {"prompt": prompt} if prompt else None
-    events = pool.transcribe(model, pcm, language=language, context=context)
-    if not stream:
+    context = {"prompt": asked.prompt} if asked.prompt else None
+    events = pool.transcribe(model, pcm, language=asked.language, context=context)
+    if not asked.stream:
         final: Transcript | None = None
         async with contextlib.aclosing(events):
             async for event in events:
                 if isinstance(event, Transcript):
                     final = event
         assert final is not None
-        body, content_type = render(TranscriptionResult(final.text, duration, final.language or language), response_format)
+        result = TranscriptionResult(final.text, duration, final.language or asked.language)
+        body, content_type = render(result, asked.response_format)
         return web.Response(text=body, content_type=content_type.split(";")[0], charset="utf-8")
 
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})

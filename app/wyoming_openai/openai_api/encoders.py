@@ -77,6 +77,11 @@ class Conditioner:
         else:
             self._resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
 
+    @property
+    def costly(self) -> bool:
+        """Whether a piece takes real CPU time (tempo filtering), whatever its size."""
+        return self._graph is not None
+
     def _tempo_graph(self) -> av.filter.Graph:
         graph = av.filter.Graph()
         node = graph.add_abuffer(
@@ -272,7 +277,7 @@ class SpeechPipeline:
 
     def _heavy(self, size: int) -> bool:
         assert self._conditioner is not None and self._encoder is not None
-        if self._encoder.compressed or self._conditioner._graph is not None:
+        if self._encoder.compressed or self._conditioner.costly:
             return True
         return not self._conditioner.passthrough and size > INLINE_BYTES
 
