@@ -22,12 +22,10 @@ COMPONENTS = Path(homeassistant.components.__file__).parent
 
 def main() -> None:
     wanted = set(INTEGRATIONS)
-    for name in dir(bootstrap):
-        # The integrations bootstrap always sets up (core, logging, http, frontend, defaults).
-        if name.endswith("INTEGRATIONS") and "SUPERVISOR" not in name and "RECORDER" not in name:
-            value = getattr(bootstrap, name)
-            if isinstance(value, (set, frozenset, list, tuple)):
-                wanted.update(v for v in value if isinstance(v, str))
+    # What bootstrap sets up whatever the configuration says (core, logging and http, frontend, defaults).
+    for name in ("CORE_INTEGRATIONS", "LOGGING_AND_HTTP_DEPS_INTEGRATIONS", "FRONTEND_INTEGRATIONS", "DEFAULT_INTEGRATIONS"):
+        wanted.update(getattr(bootstrap, name, ()))
+    wanted.discard("sentry")  # only when configured
     seen: set[str] = set()
     requirements: set[str] = set()
     while wanted:
