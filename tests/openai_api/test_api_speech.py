@@ -199,9 +199,19 @@ async def test_dropped_connection_mid_audio_truncates_the_stream_visibly(api: Ap
             await response.read()
 
 
-async def test_dropped_connection_mid_sse_ends_with_an_error_event(api: Api) -> None:
+async def test_failure_before_the_encoder_gave_any_byte_is_still_a_status(api: Api) -> None:
+    # FLAC holds back its first frame (4608 samples) longer than the 100 ms sent before the drop.
+    with pytest.raises(openai.InternalServerError) as caught:
+        await api.client.audio.speech.create(
+            model="tone-tts", voice="low", input="please drop it now", response_format="flac", stream_format="sse"
+        )
+    assert caught.value.status_code == 502
+
+
+@pytest.mark.parametrize("response_format", ["pcm", "mp3"])
+async def test_dropped_connection_mid_sse_ends_with_an_error_event(api: Api, response_format: str) -> None:
     raw = await api.client.audio.speech.with_raw_response.create(
-        model="tone-tts", voice="low", input="please drop it now", response_format="pcm", stream_format="sse"
+        model="tone-tts", voice="low", input="please drop it now", response_format=response_format, stream_format="sse"
     )
     events = sse_events(raw.content)
     assert events[0]["type"] == "speech.audio.delta"
