@@ -296,3 +296,21 @@ async def test_failed_answers_do_not_leave_their_connection_for_the_next_request
         await api.client.audio.speech.create(model="tone-tts", voice="low", input="please fail")
     data = await api.client.audio.speech.create(model="tone-tts", voice="high", input="hi", response_format="wav")
     assert_tone(data.content, "wav", SECONDS_PER_WORD, 880)
+
+
+async def test_concurrent_requests_each_get_their_own_audio(api: Api, tone_server: ToneServer) -> None:
+    voices = ["low", "high"] * 8
+
+    async def speak(voice: str) -> float:
+        data = await api.client.audio.speech.create(model="tone-tts", voice=voice, input="one two", response_format="wav")
+        decoded = decode(data.content, "wav")
+        assert abs(decoded.seconds - 0.5) < 0.01
+        return decoded.frequency
+
+    frequencies = await asyncio.gather(*(speak(v) for v in voices))
+    for voice, frequency in zip(voices, frequencies, strict=True):
+        assert abs(frequency - (220 if voice == "low" else 880)) < 10
+    # Kept-alive connections are reused afterwards, up to the idle limit.
+    before = tone_server.received.connections
+    await asyncio.gather(*(speak(v) for v in voices[:8]))
+    assert tone_server.received.connections == before
