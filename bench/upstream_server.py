@@ -24,6 +24,7 @@ async def main() -> None:
     server.chunk_delay = args.chunk_delay_ms / 1000
     server.chunk_bytes = args.chunk_bytes
     server.transcript = args.transcript
+    server.record_bodies = False
     await server.start()
     print(server.port, flush=True)
     await asyncio.Event().wait()

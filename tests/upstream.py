@@ -71,6 +71,7 @@ class FakeUpstream:
         self.backend = backend
         self.voices = voices or ["af_heart", "am_adam"]
         self.requests: list[Recorded] = []
+        self.record_bodies = True  # benchmarks turn this off: thousands of requests need not be kept
         self.violations: list[str] = []
         self.speech_faults: list[Fault] = []
         self.transcription_faults: list[Fault] = []
@@ -109,6 +110,7 @@ class FakeUpstream:
         app.router.add_get("/health", self._speaches_health)
         app.router.add_get("/v1/models/{model:.+}", self._speaches_model)
         app.router.add_get("/readyz", self._localai_ready)
+        app.router.add_get("/_stats", self._stats)  # for benchmarks in another process
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -159,7 +161,7 @@ class FakeUpstream:
             body = await request.json()
         except ValueError:
             return self._violation("speech: body is not JSON")
-        self.requests.append(Recorded("/audio/speech", dict(request.headers), json=body))
+        self.requests.append(Recorded("/audio/speech", dict(request.headers), json=body if self.record_bodies else None))
         if problem := check_speech(body, self.allowed_extra_fields):
             return self._violation(problem)
         self.active_speech += 1
@@ -230,6 +232,9 @@ class FakeUpstream:
         self.requests.append(recorded)
         if problem := check_transcription(fields, recorded.file_name, recorded.file_bytes, self.allowed_extra_fields):
             return self._violation(problem)
+        file_bytes = recorded.file_bytes or b""
+        if not self.record_bodies:
+            recorded.file_bytes = None
         if self.answer_delay:
             await asyncio.sleep(self.answer_delay)
         fault = self._take_fault(self.transcription_faults)
@@ -237,7 +242,7 @@ class FakeUpstream:
             return early
         if fault is not None and fault.body is not None:
             return web.Response(body=fault.body, content_type="application/json")
-        text = self.transcript if self.transcript is not None else describe_wav(recorded.file_bytes or b"")
+        text = self.transcript if self.transcript is not None else describe_wav(file_bytes)
         if fields.get("stream") == "true" and self.streams_transcripts:
             return await _stream_transcript(request, text)
         if fields.get("response_format") == "text":
@@ -272,6 +277,9 @@ class FakeUpstream:
         return web.json_response(
             {"id": model, "object": "model", "voices": [{"name": f"{v}", "language": "en-us"} for v in self.voices]}
         )
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response({"connections": len(self.peers), "requests": len(self.requests)})
 
     async def _localai_ready(self, request: web.Request) -> web.Response:
         await asyncio.sleep(self.probe_delay)

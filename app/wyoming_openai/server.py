@@ -45,16 +45,22 @@ class WyomingServer:
         uri = urlsplit(self.services.settings.uri)
         if uri.scheme == "tcp":
             self._server = await asyncio.start_server(
-                self._on_connection, host=uri.hostname, port=uri.port, limit=self.limits.max_event_bytes
+                self._on_connection, host=uri.hostname, port=uri.port, limit=self.limits.max_event_bytes,
+                backlog=self._backlog(),
             )
         elif uri.scheme == "unix":
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(uri.path)
             self._server = await asyncio.start_unix_server(
-                self._on_connection, path=uri.path, limit=self.limits.max_event_bytes
+                self._on_connection, path=uri.path, limit=self.limits.max_event_bytes, backlog=self._backlog()
             )
         if self.services.settings.zeroconf and self.port:
             await self._announce(self.services.settings.zeroconf, self.port)
+
+    def _backlog(self) -> int:
+        # Each request is a new connection: a house full of satellites connecting at once must not
+        # overflow the accept queue (the default, 100, makes clients retry their SYN a second later).
+        return max(128, 2 * self.services.settings.max_connections)
 
     async def serve_stdio(self) -> None:
         loop = asyncio.get_running_loop()
@@ -136,7 +142,7 @@ class WyomingServer:
             _LOGGER.warning("%s: %s; closing", peer, err)
             await _close_with_error(writer, str(err), "ProtocolError")
         except (ConnectionError, asyncio.IncompleteReadError):
-            _LOGGER.info("%s disconnected", peer)
+            _LOGGER.debug("%s disconnected", peer)  # health checks do this every 30 s: not news
         except asyncio.CancelledError:
             _LOGGER.info("%s: cut off by shutdown", peer)
             await _close_with_error(writer, "server shutting down", "Shutdown")

@@ -284,7 +284,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("upstream_connect_timeout", "WYOMING_UPSTREAM_CONNECT_TIMEOUT", 5.0, _number(float, 0.1), "seconds to connect to an upstream"),
     _opt("upstream_read_timeout", "WYOMING_UPSTREAM_READ_TIMEOUT", 15.0, _number(float, 0.1), "seconds an upstream may stay silent mid-response"),
     _opt("upstream_retries", "WYOMING_UPSTREAM_RETRIES", 1, _number(int, 0, 5), "immediate retries after a connection failure or 502/503/504 (never after audio has been sent on)"),
-    _opt("upstream_max_connections", "WYOMING_UPSTREAM_MAX_CONNECTIONS", 100, _number(int, 1), "pooled keep-alive connections per upstream"),
+    _opt("upstream_max_connections", "WYOMING_UPSTREAM_MAX_CONNECTIONS", 256, _number(int, 1), "pooled keep-alive connections per upstream (more requests wait for one)"),
     # Speech to text
     _opt("stt_openai_key", "STT_OPENAI_KEY", None, _secret, "API key for speech-to-text (default: OPENAI_API_KEY)"),
     _opt("stt_openai_url", "STT_OPENAI_URL", OPENAI_URL, _http_url, "base URL of the speech-to-text API"),
