@@ -12,6 +12,7 @@ from conftest import API_KEY, Api, StartApi
 from spec_check import assert_conforms, assert_error_shape, response_schema, schema
 from tone_wyoming import ToneServer, free_port
 
+from wyoming_openai.openai_api import catalog as catalog_module
 from wyoming_openai.openai_api import wyoming_pool
 
 
@@ -207,7 +208,7 @@ def test_catalog_skips_programs_that_are_not_installed() -> None:
 
     info = make_info(streaming=False)
     info.tts[0].installed = False
-    catalog = wyoming_pool.build_catalog([("tcp://x:1", info, 0)])
+    catalog = catalog_module.build_catalog([("tcp://x:1", info, 0)])
     assert not catalog.tts and set(catalog.asr) == {"echo-asr", "echo-asr-small"}
     assert catalog.asr["echo-asr"].streaming is False
 
@@ -216,7 +217,7 @@ def test_one_server_with_asr_and_tts_programs_of_the_same_name() -> None:
     from tone_wyoming import make_info
 
     info = make_info(streaming=False, tts_name="both", asr_name="both")
-    catalog = wyoming_pool.build_catalog([("tcp://x:1", info, 0)])
+    catalog = catalog_module.build_catalog([("tcp://x:1", info, 0)])
     assert set(catalog.tts) == {"both"} and set(catalog.asr) == {"both-small"}
     assert sorted(m.id for m in catalog.models()) == ["both", "both-small"]
 

@@ -22,26 +22,19 @@ from wyoming.asr import Transcript, TranscriptChunk
 
 from ..audio import AudioDecodeError, AudioTooLongError, decode_file
 from . import auth, cors, multipart
+from .catalog import AsrModel, TtsModel
 from .config import ApiSettings
 from .encoders import CONTENT_TYPES, MAX_SPEED, MIN_SPEED, SPEECH_FORMATS, SpeechPipeline
 from .errors import ApiError, invalid, not_found
 from .formats import STREAMABLE_FORMATS, TRANSCRIPTION_FORMATS, TranscriptionResult, render, sse
-from .wyoming_pool import ASR_RATE, AsrModel, Timeouts, TtsModel, Voice, WyomingPool
+from .models import model_object, resolve_model, resolve_voice, voice_object
+from .wyoming_pool import ASR_RATE, Timeouts, WyomingPool
 
 _LOGGER = logging.getLogger(__name__)
 
 POOL: web.AppKey[WyomingPool] = web.AppKey("pool", WyomingPool)
 SETTINGS: web.AppKey[ApiSettings] = web.AppKey("settings", ApiSettings)
 
-# OpenAI's own model and voice names, which SDKs and apps send by default: they mean "the first
-# Wyoming model of that kind" and "the model's default voice" unless a server offers those names.
-OPENAI_TTS_MODELS = frozenset({"tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15"})
-OPENAI_STT_MODELS = frozenset(
-    {"whisper-1", "gpt-transcribe", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-4o-mini-transcribe-2025-12-15"}
-)
-OPENAI_VOICES = frozenset(
-    {"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse", "marin", "cedar"}
-)
 MULTIPART_FIELD_LIMIT = 64 * 1024  # a text field (prompt, language, …) longer than this is not a mistake we serve
 SPEECH_DONE_USAGE = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}  # Wyoming counts no tokens
 
@@ -128,66 +121,6 @@ def _true(value: str | None) -> bool:
     return (value or "").strip().lower() in ("true", "1", "yes", "on")
 
 
-# --- model and voice resolution -------------------------------------------------------------------
-
-
-async def _resolve(pool: WyomingPool, model_id: str, kind: str) -> TtsModel | AsrModel:
-    """The model for a request; one refresh if it is unknown, 503 if it may be on a server that is down."""
-    for attempt in (0, 1):
-        table = pool.catalog.tts if kind == "tts" else pool.catalog.asr
-        model = table.get(model_id)
-        if model is None and model_id in (OPENAI_TTS_MODELS if kind == "tts" else OPENAI_STT_MODELS) and table:
-            model = next(iter(table.values()))
-        if model is not None:
-            return model
-        if attempt == 0:
-            await pool.refresh_if_stale()
-    other = pool.catalog.asr if kind == "tts" else pool.catalog.tts
-    if model_id in other:
-        what = "speech-to-text" if kind == "tts" else "text-to-speech"
-        raise invalid(f"The model '{model_id}' is a {what} model and cannot do this.", "model", "invalid_model")
-    down = pool.unreachable()
-    if down:
-        raise ApiError(
-            503,
-            f"The model '{model_id}' is not available now: Wyoming server(s) {', '.join(down)} cannot be reached.",
-            type="server_error",
-            code="wyoming_unavailable",
-        )
-    table = pool.catalog.tts if kind == "tts" else pool.catalog.asr
-    known = ", ".join(sorted(table)) or "none"
-    raise not_found(
-        f"The model '{model_id}' does not exist. Available {'text-to-speech' if kind == 'tts' else 'speech-to-text'} "
-        f"models: {known}.",
-        "model",
-    )
-
-
-def _resolve_voice(model: TtsModel, value: Any) -> tuple[Voice | None, str | None]:
-    """(voice, speaker). ``name:speaker`` picks a speaker of a multi-speaker voice."""
-    if isinstance(value, dict):
-        value = value.get("id")
-    if not isinstance(value, str) or not value.strip():
-        raise invalid("Invalid value for 'voice': expected a voice name.", "voice", "invalid_type")
-    if value in model.voices:
-        return model.voices[value], None
-    name, sep, speaker = value.rpartition(":")
-    if sep and name in model.voices:
-        voice = model.voices[name]
-        if voice.speakers and speaker not in voice.speakers:
-            raise invalid(f"The voice '{name}' has no speaker '{speaker}'.", "voice", "voice_not_found")
-        return voice, speaker
-    if value in OPENAI_VOICES or not model.voices:
-        return model.default_voice(), None
-    examples = ", ".join(list(model.voices)[:10]) + (", …" if len(model.voices) > 10 else "")
-    raise invalid(
-        f"The voice '{value}' is not offered by model '{model.id}'. Voices include: {examples} "
-        f"(GET /v1/audio/voices?model={model.id} lists them all).",
-        "voice",
-        "voice_not_found",
-    )
-
-
 # --- routes ---------------------------------------------------------------------------------------
 
 
@@ -209,9 +142,9 @@ async def speech(request: web.Request) -> web.StreamResponse:
     response_format = _choice(body.get("response_format"), "response_format", SPEECH_FORMATS, "mp3")
     stream_format = _choice(body.get("stream_format"), "stream_format", ("audio", "sse"), "audio")
     speed = _speed(body.get("speed"))
-    model = await _resolve(pool, model_id, "tts")
+    model = await resolve_model(pool, model_id, "tts")
     assert isinstance(model, TtsModel)
-    voice, speaker = _resolve_voice(model, body.get("voice"))
+    voice, speaker = resolve_voice(model, body.get("voice"))
 
     pipeline = SpeechPipeline(response_format, speed)
     response = web.StreamResponse(
@@ -356,7 +289,7 @@ async def transcriptions(request: web.Request) -> web.StreamResponse:
     if upload is None:
         raise invalid("Missing required parameter: 'file'.", "file", "missing_required_parameter")
     asked = _transcription_request(fields)
-    model = await _resolve(pool, asked.model, "asr")
+    model = await resolve_model(pool, asked.model, "asr")
     assert isinstance(model, AsrModel)
 
     try:
@@ -421,27 +354,9 @@ async def translations(request: web.Request) -> web.StreamResponse:
     )
 
 
-def _model_object(model: TtsModel | AsrModel) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "id": model.id,
-        "object": "model",
-        "created": model.created,
-        "owned_by": model.owned_by,
-        "task": "text-to-speech" if isinstance(model, TtsModel) else "speech-to-text",
-    }
-    if model.description:
-        data["description"] = model.description
-    if isinstance(model, AsrModel):
-        data["languages"] = list(model.languages)
-        data["streaming"] = model.streaming
-    else:
-        data["languages"] = sorted({lang for v in model.voices.values() for lang in v.languages})
-    return data
-
-
 async def list_models(request: web.Request) -> web.Response:
     catalog = request.app[POOL].catalog
-    return web.json_response({"object": "list", "data": [_model_object(m) for m in catalog.models()]})
+    return web.json_response({"object": "list", "data": [model_object(m) for m in catalog.models()]})
 
 
 async def get_model(request: web.Request) -> web.Response:
@@ -453,34 +368,19 @@ async def get_model(request: web.Request) -> web.Response:
         model = pool.catalog.get(model_id)
     if model is None:
         raise not_found(f"The model '{model_id}' does not exist.", "model")
-    return web.json_response(_model_object(model))
+    return web.json_response(model_object(model))
 
 
 async def list_voices(request: web.Request) -> web.Response:
     catalog = request.app[POOL].catalog
     model_id = request.query.get("model")
     if model_id:
-        model = await _resolve(request.app[POOL], model_id, "tts")
+        model = await resolve_model(request.app[POOL], model_id, "tts")
         assert isinstance(model, TtsModel)
         models = [model]
     else:
         models = list(catalog.tts.values())
-    data = []
-    for model in models:
-        default = model.default_voice()
-        for voice in model.voices.values():
-            entry: dict[str, Any] = {
-                "id": voice.id,
-                "object": "voice",
-                "name": voice.description or voice.name,
-                "model": model.id,
-                "languages": list(voice.languages),
-                "installed": voice.installed,
-                "default": voice is default,
-            }
-            if voice.speakers:
-                entry["speakers"] = list(voice.speakers)
-            data.append(entry)
+    data = [voice_object(model, voice) for model in models for voice in model.voices.values()]
     return web.json_response({"object": "list", "data": data})
 
 
