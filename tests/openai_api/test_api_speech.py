@@ -314,3 +314,16 @@ async def test_concurrent_requests_each_get_their_own_audio(api: Api, tone_serve
     before = tone_server.received.connections
     await asyncio.gather(*(speak(v) for v in voices[:8]))
     assert tone_server.received.connections == before
+
+
+async def test_program_selected_on_a_server_with_two_tts_programs(start_api: StartApi) -> None:
+    server = await ToneServer(two_tts_programs=True).start()
+    try:
+        api = await start_api([server.uri])
+        for model, pitch in [("tone-tts-fifth", 330), ("tone-tts", 220), ("tone-tts-fifth", 330)]:
+            data = await api.client.audio.speech.create(model=model, voice="low", input="hi", response_format="wav")
+            assert_tone(data.content, "wav", SECONDS_PER_WORD, pitch)
+        # One connection per program, each named once: the selection lasts as long as the connection.
+        assert server.received.selected == ["tone-tts-fifth", "tone-tts"]
+    finally:
+        await server.stop()

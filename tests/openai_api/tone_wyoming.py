@@ -20,7 +20,9 @@ from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
 from wyoming.event import Event
-from wyoming.info import AsrModel, AsrProgram, Attribution, Describe, Info, TtsProgram, TtsVoice, TtsVoiceSpeaker
+from wyoming.info import (
+    AsrModel, AsrProgram, Attribution, Describe, Info, SelectProgram, TtsProgram, TtsVoice, TtsVoiceSpeaker,
+)  # fmt: skip
 from wyoming.server import AsyncEventHandler, AsyncServer, AsyncTcpServer, AsyncUnixServer
 from wyoming.tts import Synthesize
 
@@ -72,7 +74,10 @@ def estimate_frequency(pcm: bytes, rate: int) -> float:
     return (len(rising) - 1) / ((rising[-1] - rising[0]) / rate)
 
 
-def make_info(streaming: bool, tts_name: str = "tone-tts", asr_name: str = "echo-asr") -> Info:
+SECOND_PROGRAM_PITCH = 1.5  # the second TTS program ("<name>-fifth") speaks a fifth higher
+
+
+def make_info(streaming: bool, tts_name: str = "tone-tts", asr_name: str = "echo-asr", two_tts_programs: bool = False) -> Info:
     voices = [
         TtsVoice(
             name=name, attribution=_ATTRIBUTION, installed=True, description=f"{name} tone", version="1",
@@ -80,8 +85,9 @@ def make_info(streaming: bool, tts_name: str = "tone-tts", asr_name: str = "echo
         )
         for name in VOICES
     ]  # fmt: skip
+    programs = [tts_name, f"{tts_name}-fifth"] if two_tts_programs else [tts_name]
     return Info(
-        tts=[TtsProgram(name=tts_name, attribution=_ATTRIBUTION, installed=True, description="tones", version="1", voices=voices)],
+        tts=[TtsProgram(name=name, attribution=_ATTRIBUTION, installed=True, description="tones", version="1", voices=voices) for name in programs],
         asr=[
             AsrProgram(
                 name=asr_name, attribution=_ATTRIBUTION, installed=True, description="describes audio", version="1",
@@ -94,9 +100,10 @@ def make_info(streaming: bool, tts_name: str = "tone-tts", asr_name: str = "echo
 
 @dataclass
 class Received:
-    """What the ASR was last sent, for tests that look deeper than the transcript."""
+    """What the server was sent, for tests that look deeper than the answers."""
 
     transcribes: list[Transcribe] = field(default_factory=list)
+    selected: list[str] = field(default_factory=list)  # select-program names, in order
     synthesizes: list[Synthesize] = field(default_factory=list)
     connections: int = 0
     disconnects: int = 0
@@ -111,10 +118,14 @@ class _Handler(AsyncEventHandler):
         self._start: AudioStart | None = None
         self._audio = bytearray()
         self._requests = 0
+        self._program: str | None = None
 
     async def handle_event(self, event: Event) -> bool:
         if Describe.is_type(event.type):
             await self.write_event(self.server.info.event())
+        elif SelectProgram.is_type(event.type):
+            self._program = SelectProgram.from_event(event).name
+            self.server.received.selected.append(self._program)
         elif Synthesize.is_type(event.type):
             self._requests += 1
             if self._requests > 1 and self.server.one_request_per_connection:
@@ -147,6 +158,8 @@ class _Handler(AsyncEventHandler):
         freq = VOICES.get(voice, 440.0)
         if synth.voice and synth.voice.speaker == "b":
             freq *= 2
+        if self._program is not None and self._program.endswith("-fifth"):
+            freq *= SECOND_PROGRAM_PITCH
         rate, channels = (16000, 2) if text.startswith("please stereo") else (TTS_RATE, 1)
         seconds = SECONDS_PER_WORD * max(1, len(text.split()))
         pcm = tone(seconds, rate, freq, channels)
@@ -189,13 +202,14 @@ class ToneServer:
         port: int | None = None,
         one_request_per_connection: bool = False,
         unix_path: str | None = None,
+        two_tts_programs: bool = False,
         **names: str,
     ) -> None:
         self.streaming = streaming
         self.unix_path = unix_path
         # Like servers that hang up on a second request: the client only learns when it sends one.
         self.one_request_per_connection = one_request_per_connection
-        self.info = make_info(streaming, **names)
+        self.info = make_info(streaming, two_tts_programs=two_tts_programs, **names)
         self.port = port or free_port()
         self.uri = f"unix://{unix_path}" if unix_path else f"tcp://127.0.0.1:{self.port}"
         self.received = Received()
