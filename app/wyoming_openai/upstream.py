@@ -88,8 +88,9 @@ class Upstream:
 
     async def post_form(self, path: str, fields: Mapping[str, Any], file: tuple[str, bytes, str]) -> Any:
         """Multipart POST (transcriptions); returns the parsed JSON, or the text of a text reply."""
+        body, content_type = await _form(fields, file)
         async with self._deadline(self.timeout):
-            async with self._request("POST", path, data=lambda: _form(fields, file)) as response:
+            async with self._request("POST", path, data=body, headers={"Content-Type": content_type}) as response:
                 return self.parse_reply(response.content_type, await response.read())
 
     def parse_reply(self, content_type: str, body: bytes) -> Any:
@@ -111,7 +112,8 @@ class Upstream:
         self, path: str, fields: Mapping[str, Any], file: tuple[str, bytes, str]
     ) -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:
         """Multipart POST whose reply streams (server-sent events): (content type, body bytes)."""
-        async with self._stream("POST", path, data=lambda: _form(fields, file)) as streamed:
+        body, content_type = await _form(fields, file)
+        async with self._stream("POST", path, data=body, headers={"Content-Type": content_type}) as streamed:
             yield streamed
 
     @asynccontextmanager
@@ -159,10 +161,8 @@ class Upstream:
         shown = f"{method} {(self.display_url if not root else redact_url(self.root_url))}{path}"
         attempts = 1 + (self.retries if retries is None else retries)
         for attempt in range(1, attempts + 1):
-            data = kwargs.get("data")
-            call_kwargs = {**kwargs, "data": data()} if callable(data) else kwargs
             try:
-                response = await self._session.request(method, url, **call_kwargs)
+                response = await self._session.request(method, url, **kwargs)
             except (aiohttp.ClientError, asyncio.TimeoutError) as err:
                 if attempt < attempts and isinstance(err, aiohttp.ClientConnectionError):
                     _LOGGER.debug("%s failed (%s), retrying", shown, type(err).__name__)
@@ -255,14 +255,16 @@ class Upstream:
             await ws.close()
 
 
-def _form(fields: Mapping[str, Any], file: tuple[str, bytes, str]) -> aiohttp.FormData:
+async def _form(fields: Mapping[str, Any], file: tuple[str, bytes, str]) -> tuple[bytes, str]:
+    """The multipart body, encoded once: sent in one write, and again as it is on a retry."""
     data = aiohttp.FormData()
     filename, content, content_type = file
     data.add_field("file", content, filename=filename, content_type=content_type)
     for name, value in fields.items():
         for field_name, text in _form_values(name, value):
             data.add_field(field_name, text)
-    return data
+    writer = data()
+    return await writer.as_bytes(), writer.content_type
 
 
 async def server_sent_events(body: AsyncIterator[bytes], limit: int = 1024 * 1024) -> AsyncIterator[Any]:
