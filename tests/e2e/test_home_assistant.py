@@ -16,7 +16,8 @@ import wave
 import av
 import pytest
 
-from conftest import LANGUAGES, STT_MODEL, TTS_MODEL, VOICES, HomeAssistant, Stack
+
+from e2e_stack import LANGUAGES, STT_MODEL, TTS_MODEL, VOICES, HomeAssistant, Stack
 from harness import reference_file
 from upstream import PCM_RATE, SECONDS_PER_CHARACTER, Fault, FakeUpstream
 
