@@ -10,6 +10,7 @@ import socket
 import sys
 import time
 
+import pytest
 from wyoming.asr import Transcribe
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.info import Describe
@@ -20,6 +21,19 @@ from harness import APP, Client
 
 KEY = "test-secret-key-7d2f9b"
 URL_PASSWORD = "url-password-41c8e"
+
+
+_launched: list[asyncio.subprocess.Process] = []
+
+
+@pytest.fixture(autouse=True)
+def kill_leftovers():
+    """A failing test must not leave a proxy running."""
+    yield
+    while _launched:
+        process = _launched.pop()
+        if process.returncode is None:
+            process.kill()
 
 
 def free_port() -> int:
@@ -35,6 +49,7 @@ async def launch(tmp_path, *flags: str, env: dict[str, str]) -> tuple[asyncio.su
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(APP), **env},
         cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
+    _launched.append(process)
     return process, port
 
 
@@ -61,11 +76,10 @@ async def stop(process: asyncio.subprocess.Process, limit: float = 8.0) -> tuple
 async def test_serves_within_a_second_while_the_upstream_hangs_and_stops_on_sigterm(tmp_path, upstream):
     upstream.backend = "KOKORO_FASTAPI"
     upstream.probe_delay = 3600
-    began = time.monotonic()
     process, port = await launch(tmp_path, env={"STT_OPENAI_URL": upstream.url, "TTS_OPENAI_URL": upstream.url})
     await wait_for_info(port, 10)
-    # Interpreter start-up included; the server itself is listening well before.
-    assert time.monotonic() - began < 3.0
+    # It answered while its probes of the upstream were still unanswered: serving never waits for them.
+    assert upstream.probes_waiting > 0
     returncode, output = await stop(process)
     assert returncode == 0, output
     assert "Traceback" not in output
@@ -138,6 +152,7 @@ async def test_port_in_use_is_one_clear_line(tmp_path):
             env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(APP)}, cwd=tmp_path,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
+        _launched.append(process)
         output, _ = await asyncio.wait_for(process.communicate(), 10)
     assert process.returncode == 1
     assert "Cannot serve on" in output.decode() and "Traceback" not in output.decode()

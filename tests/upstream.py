@@ -86,6 +86,7 @@ class FakeUpstream:
         self.chunk_delay = 0.0
         self.answer_delay = 0.0
         self.probe_delay = 0.0  # backend probes and voice listings answer this late
+        self.probes_waiting = 0
         self.transcript: str | None = None
         self.streams_transcripts = True  # answer stream=true with server-sent events
         self.peers: set[tuple[str, int]] = set()  # client addresses seen: one per TCP connection
@@ -252,25 +253,25 @@ class FakeUpstream:
     # --- backend probes and voice listings ---------------------------------------------------------
 
     async def _kokoro_test(self, request: web.Request) -> web.Response:
-        await asyncio.sleep(self.probe_delay)
+        await self._probe_pause()
         if self.backend != "KOKORO_FASTAPI":
             return _error(404, "Not Found")
         return web.json_response({"status": "ok"})
 
     async def _kokoro_voices(self, request: web.Request) -> web.Response:
-        await asyncio.sleep(self.probe_delay)
+        await self._probe_pause()
         if self.backend != "KOKORO_FASTAPI":
             return _error(404, "Not Found")
         return web.json_response({"voices": self.voices})
 
     async def _speaches_health(self, request: web.Request) -> web.Response:
-        await asyncio.sleep(self.probe_delay)
+        await self._probe_pause()
         if self.backend != "SPEACHES":
             return _error(404, "Not Found")
         return web.Response(text="OK")
 
     async def _speaches_model(self, request: web.Request) -> web.Response:
-        await asyncio.sleep(self.probe_delay)
+        await self._probe_pause()
         if self.backend != "SPEACHES":
             return _error(404, "Not Found")
         model = request.match_info["model"]
@@ -278,11 +279,18 @@ class FakeUpstream:
             {"id": model, "object": "model", "voices": [{"name": f"{v}", "language": "en-us"} for v in self.voices]}
         )
 
+    async def _probe_pause(self) -> None:
+        self.probes_waiting += 1
+        try:
+            await asyncio.sleep(self.probe_delay)
+        finally:
+            self.probes_waiting -= 1
+
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response({"connections": len(self.peers), "requests": len(self.requests)})
 
     async def _localai_ready(self, request: web.Request) -> web.Response:
-        await asyncio.sleep(self.probe_delay)
+        await self._probe_pause()
         if self.backend != "LOCALAI":
             return _error(404, "Not Found")
         return web.Response(text="OK")
