@@ -143,6 +143,12 @@ class _Handler(AsyncEventHandler):
             await self._transcript()
         return True
 
+    async def run(self) -> None:
+        try:
+            await super().run()
+        except ConnectionResetError:
+            pass  # the client abandoned an answer mid-stream (as the API does when its own client leaves)
+
     async def disconnect(self) -> None:
         self.server.received.disconnects += 1
 

@@ -173,6 +173,9 @@ async def speech(request: web.Request) -> web.StreamResponse:
         if not pipeline.started:
             raise ApiError(502, "The Wyoming server sent no audio.", type="server_error", code="wyoming_error")
         await send(await pipeline.finish())
+    except ConnectionResetError:
+        _LOGGER.debug("The client left before the speech ended")  # the Wyoming connection is closed already
+        return response
     except ApiError as err:
         if not response.prepared:
             raise
@@ -336,6 +339,9 @@ async def transcriptions(request: web.Request) -> web.StreamResponse:
                     if not streamed and event.text:
                         await send({"type": "transcript.text.delta", "delta": event.text})
                     await send({"type": "transcript.text.done", "text": event.text})
+    except ConnectionResetError:
+        _LOGGER.debug("The client left before the transcript ended")
+        return response
     except ApiError as err:
         if not response.prepared:
             raise
