@@ -156,3 +156,26 @@ async def test_port_in_use_is_one_clear_line(tmp_path):
         output, _ = await asyncio.wait_for(process.communicate(), 10)
     assert process.returncode == 1
     assert "Cannot serve on" in output.decode() and "Traceback" not in output.decode()
+
+
+async def test_several_workers_share_the_port_and_stop_together(tmp_path, upstream):
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "wyoming_openai", "--uri", f"tcp://127.0.0.1:{port}", "--workers", "2",
+        env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(APP), "STT_OPENAI_URL": upstream.url,
+             "TTS_OPENAI_URL": upstream.url, "OPENAI_API_KEY": "k"},
+        cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    _launched.append(process)
+    upstream.key = "k"
+    await wait_for_info(port, 15)
+    await asyncio.sleep(1.0)  # both workers listening
+    async def one() -> None:
+        async with Client(port) as client:
+            await client.send(Synthesize(text="Hello from a worker.").event())
+            await client.read_until("audio-stop")
+    await asyncio.gather(*(one() for _ in range(20)))
+    returncode, output = await stop(process, 15)
+    assert returncode == 0, output
+    assert output.count("serving on") == 2  # two servers answered on one port
+    assert "Traceback" not in output

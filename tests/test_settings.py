@@ -37,6 +37,7 @@ SAMPLES = {
     "log_backup_count": ("7", 7),
     "languages": ("en de fr", ["en", "de", "fr"]),
     "zeroconf": ("kitchen-proxy", "kitchen-proxy"),
+    "workers": ("1", 1),
     "max_connections": ("12", 12),
     "idle_timeout": ("33.5", 33.5),
     "max_event_bytes": ("65536", 65536),
@@ -166,6 +167,7 @@ BAD = [
     ([], {"TTS_VOICE_LABELS": "novalue"}, "--tts-voice-labels (TTS_VOICE_LABELS)"),
     (["--stt-models", "--tts-models"], {}, "nothing to serve"),
     (["--config", "/nonexistent/config.yaml"], {}, "cannot read --config file"),
+    (["--workers", "2", "--uri", "unix:///tmp/x.sock"], {}, "several workers need a tcp:// URI"),
 ]
 
 

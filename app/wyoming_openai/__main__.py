@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import subprocess
 import sys
+import time
 
 from . import __version__
 from .backends import detect_backend, discover_voices
@@ -92,8 +95,9 @@ async def discover(services: Services) -> None:
 class Proxy:
     """The running service: upstream pools, the server, discovery. Start and stop inside one loop."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, reuse_port: bool = False) -> None:
         self.settings = settings
+        self.reuse_port = reuse_port
         self.services: Services | None = None
         self.server: WyomingServer | None = None
         self.discovery: asyncio.Task | None = None
@@ -103,7 +107,7 @@ class Proxy:
         if settings.tts_streaming_models or settings.tts_split_text:
             warm_up(settings.languages)
         self.services = services = build_services(settings)
-        self.server = WyomingServer(services)
+        self.server = WyomingServer(services, self.reuse_port)
         await self.server.start()
         _LOGGER.info("Wyoming OpenAI %s serving on %s", __version__, settings.uri)
         _warn_about_keys(settings)
@@ -120,8 +124,8 @@ class Proxy:
                 await upstream.close()
 
 
-async def serve(settings: Settings) -> None:
-    proxy = Proxy(settings)
+async def serve(settings: Settings, reuse_port: bool = False) -> None:
+    proxy = Proxy(settings, reuse_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -160,12 +164,43 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wyoming-openai: error: {err}", file=sys.stderr)
         return 2
     setup_logging(settings)
+    if settings.workers > 1:
+        return _run_workers(settings, argv)
     try:
-        _run(serve(settings))
+        _run(serve(settings, reuse_port=os.environ.get(WORKER_ENV) == "1"))
     except OSError as err:
         _LOGGER.error("Cannot serve on %s: %s", settings.uri, err.strerror or err)
         return 1
     return 0
+
+
+WORKER_ENV = "WYOMING_OPENAI_WORKER"  # set by the parent for its worker processes
+
+
+def _run_workers(settings: Settings, argv: list[str]) -> int:
+    """Start N copies of this server on one port (SO_REUSEPORT: the kernel spreads connections)
+    and stop them together. Only the first announces itself on the network."""
+    children = []
+    for index in range(settings.workers):
+        extra = ["--workers", "1"] + ([] if index == 0 else ["--zeroconf="])
+        children.append(
+            subprocess.Popen([sys.executable, "-m", "wyoming_openai", *argv, *extra], env={**os.environ, WORKER_ENV: "1"})
+        )
+    _LOGGER.info("Started %d workers on %s", len(children), settings.uri)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    # The first worker to exit ends them all: a pool that silently shrinks is worse than a restart.
+    while all(child.poll() is None for child in children):
+        time.sleep(0.2)
+    forward(signal.SIGTERM, None)
+    codes = [child.wait() for child in children]
+    return max(codes, key=abs)
 
 
 def _run(main_coroutine) -> None:

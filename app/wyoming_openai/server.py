@@ -26,8 +26,9 @@ SLOW_EVENTS = frozenset({"audio-stop", "synthesize", "synthesize-stop"})
 
 
 class WyomingServer:
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, reuse_port: bool = False) -> None:
         self.services = services
+        self.reuse_port = reuse_port  # one of several worker processes sharing the port
         settings = services.settings
         self.limits = Limits(settings.max_event_bytes, settings.max_payload_bytes)
         self._server: asyncio.AbstractServer | None = None
@@ -46,7 +47,7 @@ class WyomingServer:
         if uri.scheme == "tcp":
             self._server = await asyncio.start_server(
                 self._on_connection, host=uri.hostname, port=uri.port, limit=self.limits.max_event_bytes,
-                backlog=self._backlog(),
+                backlog=self._backlog(), reuse_port=self.reuse_port or None,
             )
         elif uri.scheme == "unix":
             with contextlib.suppress(FileNotFoundError):

@@ -276,6 +276,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("log_backup_count", "WYOMING_LOG_BACKUP_COUNT", 3, _number(int, 0), "rotated log files to keep"),
     _opt("languages", "WYOMING_LANGUAGES", ["en"], _words, "languages to advertise, space-separated", is_list=True),
     _opt("zeroconf", "WYOMING_ZEROCONF", None, _zeroconf, "announce the server on the local network (_wyoming._tcp) under NAME", flag_nargs="?", flag_const="wyoming-openai"),
+    _opt("workers", "WYOMING_WORKERS", 1, _number(int, 1, 64), "server processes sharing the port (SO_REUSEPORT), for many clients on many cores"),
     _opt("max_connections", "WYOMING_MAX_CONNECTIONS", 256, _number(int, 1), "clients served at once; more are refused"),
     _opt("idle_timeout", "WYOMING_IDLE_TIMEOUT", 120.0, _number(float, 1), "seconds a client may stay silent before it is disconnected"),
     _opt("max_event_bytes", "WYOMING_MAX_EVENT_BYTES", 1024 * 1024, _number(int, 1024), "largest event header + data accepted from a client"),
@@ -337,6 +338,7 @@ class Settings:
     log_backup_count: int
     languages: list[str]
     zeroconf: str | None
+    workers: int
     max_connections: int
     idle_timeout: float
     max_event_bytes: int
@@ -476,6 +478,10 @@ def _check_consistency(values: dict[str, Any]) -> None:
         raise SettingsError(
             f"nothing to serve: give {OPTIONS_BY_NAME['stt_models'].where()} or {OPTIONS_BY_NAME['tts_models'].where()}"
         )
+    if values["workers"] > 1:
+        uri = urlsplit(values["uri"])
+        if uri.scheme != "tcp" or not uri.port:
+            raise SettingsError(f"invalid {OPTIONS_BY_NAME['workers'].where()}: several workers need a tcp:// URI with a fixed port")
     if not values["languages"]:
         raise SettingsError(f"invalid {OPTIONS_BY_NAME['languages'].where()}: give at least one language")
 
