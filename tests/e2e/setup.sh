@@ -71,14 +71,29 @@ SRC
         ls python${PY_SERIES}_*.orig.tar.xz >/dev/null
         tar xf python${PY_SERIES}_*.orig.tar.xz
         cd Python-*/
-        # Lean: no PGO/LTO, no test suite, no test modules installed.
-        ./configure --prefix="$E2E_HOME/python" --with-ensurepip=install --disable-test-modules -q >&2
-        make -s -j"$JOBS" >/dev/null
-        make -s install >/dev/null
+        # Lean: no PGO/LTO, no debug info, no test suite run, no test modules installed.
+        local t=$SECONDS
+        ./configure --prefix="$E2E_HOME/python" --with-ensurepip=install --disable-test-modules \
+            OPT="-DNDEBUG -fwrapv -O2" >build.log 2>&1 || { tail -50 build.log >&2; exit 1; }
+        log "python: configured in $((SECONDS - t)) s; compiling with make -j$JOBS"
+        t=$SECONDS
+        make -j"$JOBS" >>build.log 2>&1 || { tail -50 build.log >&2; exit 1; }
+        log "python: compiled in $((SECONDS - t)) s"
+        t=$SECONDS
+        make install >>build.log 2>&1 || { tail -50 build.log >&2; exit 1; }
+        log "python: installed in $((SECONDS - t)) s"
     )
     rm -rf "$work"
     "$PY" -c 'import ssl, sqlite3, ctypes, zlib, lzma, bz2, uuid' >&2
     log "python: built $("$PY" -V)"
+}
+
+# pip, quiet, without the machine-wide config's notes about absent local indexes.
+pip_install() {
+    local status=0
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$@" >"$E2E_HOME/pip.log" 2>&1 || status=$?
+    grep -v "^WARNING: Location '" "$E2E_HOME/pip.log" >&2 || true
+    return $status
 }
 
 install_home_assistant() {
@@ -93,14 +108,14 @@ install_home_assistant() {
     log "home assistant: installing $HA_VERSION into $VENV"
     rm -rf "$VENV"
     "$PY" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
-    "$VENV/bin/pip" install -q --disable-pip-version-check "homeassistant==$HA_VERSION" >&2
+    pip_install --upgrade pip
+    pip_install "homeassistant==$HA_VERSION"
     local constraints requirements
     constraints=$("$VENV/bin/python" -c 'import homeassistant, os; print(os.path.join(os.path.dirname(homeassistant.__file__), "package_constraints.txt"))')
     requirements=$("$VENV/bin/python" "$HERE/ha_requirements.py")
     # imageio-ffmpeg ships an ffmpeg binary: Home Assistant's TTS converts with it (MP3).
     # shellcheck disable=SC2086
-    "$VENV/bin/pip" install -q --disable-pip-version-check -c "$constraints" $requirements imageio-ffmpeg >&2
+    pip_install -c "$constraints" $requirements imageio-ffmpeg
     "$VENV/bin/python" -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())' > "$VENV/.e2e-ffmpeg"
     echo "$stamp" > "$VENV/.e2e-installed"
     log "home assistant: installed $("$VENV/bin/python" -c 'from homeassistant.const import __version__; print(__version__)')"
