@@ -18,7 +18,7 @@ import pytest_asyncio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from e2e_stack import (  # noqa: E402
-    STT_MODEL, TTS_MODEL, VOICES, HomeAssistant, Process, add_wyoming_server, home_assistant_or_skip,
+    EXPECTED_FAILURE, STT_MODEL, TTS_MODEL, VOICES, HomeAssistant, Process, add_wyoming_server, home_assistant_or_skip,
     Stack, onboard, start_home_assistant, start_proxy, wait_for_http,
 )  # fmt: skip
 from harness import TEST_KEY  # noqa: E402
@@ -74,6 +74,16 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         print(f"\ne2e logs in {workdir}")
         assert TEST_KEY not in logs, "the API key reached a log"
         assert not upstream.violations, f"requests broke the OpenAI spec: {upstream.violations}"
+        if ha is not None:
+            # Home Assistant logged nothing wrong, except the failures the tests provoked on purpose.
+            unexpected = [
+                line for line in ha.process.log().splitlines()
+                if (" ERROR " in line or "Traceback" in line) and EXPECTED_FAILURE not in line
+            ]  # fmt: skip
+            assert not unexpected, "Home Assistant logged errors:\n" + "\n".join(unexpected[:20])
+        for process in processes:
+            if ha is None or process is not ha.process:
+                assert "Traceback" not in process.log(), f"{process.name} logged a traceback (see {process.log_path})"
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ VOICES = ("af_heart", "am_adam")
 TTS_MODEL = "tts-1"
 STT_MODEL = "whisper-1"
 CLIENT_ID = "http://127.0.0.1/e2e"  # any URL; onboarding and token exchange must use the same
+EXPECTED_FAILURE = "This request fails upstream."  # the tests' text for a provoked failure (logged by HA)
 OWNER = {"name": "E2E Owner", "username": "e2e", "password": "e2e-password-5b1d"}
 
 _LOGGER = logging.getLogger("e2e")

@@ -17,7 +17,7 @@ import av
 import pytest
 
 
-from e2e_stack import LANGUAGES, STT_MODEL, TTS_MODEL, VOICES, HomeAssistant, Stack
+from e2e_stack import EXPECTED_FAILURE, LANGUAGES, STT_MODEL, TTS_MODEL, VOICES, HomeAssistant, Stack
 from harness import reference_file
 from upstream import PCM_RATE, SECONDS_PER_CHARACTER, Fault, FakeUpstream
 
@@ -168,7 +168,7 @@ async def test_upstream_failure_is_an_error_not_a_hang_and_the_next_request_work
     entity = getattr(stack, server).tts_entity
     upstream.speech_faults.append(Fault(**vars(fault)))
     began = time.monotonic()
-    status, body = await speak(ha, entity, "This request fails upstream.", timeout=20)
+    status, body = await speak(ha, entity, EXPECTED_FAILURE, timeout=20)
     assert status == 500, (status, body[:200])
     assert time.monotonic() - began < 12  # the proxy's --upstream-timeout is 6 s
     message = "And this one works again."
