@@ -154,7 +154,7 @@ async def test_tts_several_requests_at_once(stack: Stack, ha: HomeAssistant, ups
         assert len(parse_wav(audio)[3]) // 2 == frames_for(message), message
     assert sorted(r["input"] for r in speech_requests(upstream)) == sorted(messages)
     assert upstream.most_active_speech == len(messages)  # served side by side, not one after another
-    assert elapsed < 3.5, elapsed
+    assert elapsed < 3.9, elapsed  # one after another would take 4 s
 
 
 @pytest.mark.parametrize(
