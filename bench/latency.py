@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import socket
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,45 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from audio_samples import tone, wav  # noqa: E402
+from common import KEY, percentile, start_proxy, start_upstream, stop  # noqa: E402
 
 TEXT = "The living room lamp is now on."
-KEY = "bench-key"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
-
-
-async def start_processes(args) -> tuple[asyncio.subprocess.Process, asyncio.subprocess.Process, str, int]:
-    upstream = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "bench" / "upstream_server.py"), "--delay-ms", str(args.delay_ms),
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    port = int((await upstream.stdout.readline()).decode())
-    url = f"http://127.0.0.1:{port}/v1"
-    proxy_port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "app"), "OPENAI_API_KEY": KEY}
-    proxy = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wyoming_openai", "--uri", f"tcp://127.0.0.1:{proxy_port}",
-        "--stt-openai-url", url, "--tts-openai-url", url, "--tts-voices", "alloy",
-        "--tts-response-format", args.format, "--log-level", "WARNING",
-        env=env, cwd="/tmp",
-    )  # fmt: skip
-    for _ in range(200):
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", proxy_port)
-            writer.close()
-            break
-        except OSError:
-            await asyncio.sleep(0.05)
-    return upstream, proxy, url, proxy_port
 
 
 async def direct_tts(session: aiohttp.ClientSession, url: str, fmt: str) -> float:
@@ -137,7 +98,8 @@ async def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=20.0, help="upstream answer latency")
     parser.add_argument("--format", default="wav", help="upstream TTS response_format")
     args = parser.parse_args()
-    upstream, proxy, url, port = await start_processes(args)
+    upstream, url = await start_upstream("--delay-ms", str(args.delay_ms))
+    proxy, port = await start_proxy(url, "--tts-voices", "alloy", "--tts-response-format", args.format)
     audio = tone(2.0, 16000)
     results: dict[str, list[float]] = {k: [] for k in ("tts_direct", "tts_proxy", "stt_direct", "stt_proxy")}
     try:
@@ -151,9 +113,7 @@ async def main() -> None:
                 results["stt_direct"].append(await direct_stt(session, url, audio))
                 results["stt_proxy"].append(await proxy_stt(port, audio))
     finally:
-        for process in (proxy, upstream):
-            process.terminate()
-            await process.wait()
+        await stop(proxy, upstream)
     print(f"{args.requests} requests each, upstream latency {args.delay_ms:g} ms, TTS format {args.format}")
     print(f"{'ms':<22}{'direct50':>10}{'direct99':>10}{'proxy50':>10}{'proxy99':>10}{'added p50':>12}{'ratio':>8}")
     print(row("TTS first audio", results["tts_direct"], results["tts_proxy"]))

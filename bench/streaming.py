@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import time
@@ -29,7 +28,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from latency import free_port  # noqa: E402
+from common import KEY, start_proxy, start_upstream, stop  # noqa: E402
 
 PARAGRAPH = (
     "Good evening, the house is ready for the night. "
@@ -100,7 +99,7 @@ async def one_run(port: int, tokens_per_second: float, latency: float) -> tuple[
 
 async def direct_first_byte(url: str) -> float:
     """The first sentence sent straight to the upstream: time to its first audio bytes, in ms."""
-    async with aiohttp.ClientSession(headers={"Authorization": "Bearer bench-key"}) as session:
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {KEY}"}) as session:
         body = {"model": "tts-1", "voice": "alloy", "response_format": "pcm", "input": PARAGRAPH[:FIRST_SENTENCE_END]}
         async with session.post(f"{url}/audio/speech", json=body) as warm:
             await warm.read()
@@ -120,33 +119,16 @@ async def main() -> None:
     parser.add_argument("--concurrent-requests", type=int, default=3)
     args = parser.parse_args()
     # pcm at 24 kHz: 4800-byte chunks are 0.1 s of audio, sent every 0.05 s (twice real time).
-    upstream = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "bench" / "upstream_server.py"), "--delay-ms", str(args.latency_ms),
-        "--chunk-bytes", "4800", "--chunk-delay-ms", "50", stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{int((await upstream.stdout.readline()).decode())}/v1"
-    port = free_port()
-    proxy = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wyoming_openai", "--uri", f"tcp://127.0.0.1:{port}", "--stt-models",
-        "--tts-openai-url", url, "--tts-models", "tts-1", "--tts-streaming-models", "tts-1", "--tts-voices", "alloy",
+    upstream, url = await start_upstream("--delay-ms", str(args.latency_ms), "--chunk-bytes", "4800", "--chunk-delay-ms", "50")
+    proxy, port = await start_proxy(
+        url, "--stt-models", "--tts-models", "tts-1", "--tts-streaming-models", "tts-1", "--tts-voices", "alloy",
         "--tts-response-format", "pcm", "--tts-concurrent-requests", str(args.concurrent_requests),
-        "--log-level", "WARNING",
-        env={**os.environ, "PYTHONPATH": str(ROOT / "app"), "OPENAI_API_KEY": "bench-key"}, cwd="/tmp",
     )  # fmt: skip
     try:
-        for _ in range(200):
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.close()
-                break
-            except OSError:
-                await asyncio.sleep(0.05)
         direct = [await direct_first_byte(url) for _ in range(args.runs + 2)][2:]
         results = [await one_run(port, args.tokens_per_second, args.latency_ms / 1000) for _ in range(args.runs)]
     finally:
-        for process in (proxy, upstream):
-            process.terminate()
-            await process.wait()
+        await stop(proxy, upstream)
     first = [r[0] for r in results]
     ratio = [r[1] for r in results]
     print(f"{args.runs} runs: 6 sentences, {args.tokens_per_second:g} tokens/s, upstream latency {args.latency_ms:g} ms, "

@@ -23,7 +23,6 @@ import aiohttp
 from wyoming.asr import Transcribe
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
-from wyoming.info import Describe
 from wyoming.tts import Synthesize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +30,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from audio_samples import tone, wav  # noqa: E402
-from latency import KEY, free_port, percentile  # noqa: E402
+from common import KEY, percentile, start_proxy, start_upstream, stop  # noqa: E402
 
 TEXT = "The living room lamp is now on, and the kitchen light is off. Good night, sleep well!" + " x" * 17
 STT_AUDIO = tone(3.0, 16000)
@@ -68,27 +67,11 @@ async def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
 
-    upstream = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "bench" / "upstream_server.py"), "--delay-ms", str(args.latency_ms),
-        "--chunk-bytes", "16384", stdout=asyncio.subprocess.PIPE,
+    upstream, url = await start_upstream("--delay-ms", str(args.latency_ms), "--chunk-bytes", "16384")
+    proxy, port = await start_proxy(
+        url, "--tts-voices", "alloy", "--max-connections", "1000", "--stt-backend", "OPENAI", "--tts-backend", "OPENAI",
+        "--workers", str(args.workers),
     )  # fmt: skip
-    upstream_port = int((await upstream.stdout.readline()).decode())
-    url = f"http://127.0.0.1:{upstream_port}/v1"
-    port = free_port()
-    proxy = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wyoming_openai", "--uri", f"tcp://127.0.0.1:{port}", "--stt-openai-url", url,
-        "--tts-openai-url", url, "--tts-voices", "alloy", "--log-level", "WARNING", "--max-connections", "1000",
-        "--stt-backend", "OPENAI", "--tts-backend", "OPENAI",
-        *(["--workers", str(args.workers)] if args.workers > 1 else []),
-        env={**os.environ, "PYTHONPATH": str(ROOT / "app"), "OPENAI_API_KEY": KEY}, cwd="/tmp",
-    )  # fmt: skip
-    for _ in range(200):
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            break
-        except OSError:
-            await asyncio.sleep(0.05)
 
     connector = aiohttp.TCPConnector(limit=args.clients)
     session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {KEY}"}, connector=connector)
@@ -160,13 +143,11 @@ async def main() -> None:
             up1, me1 = process_stats(upstream.pid)[0], process_stats(os.getpid())[0]
             print(f"{name} proxy: CPU ms/req upstream {(up1 - up0) / len(proxy_lat) * 1000:.2f}, load generator {(me1 - me0) / len(proxy_lat) * 1000:.2f}, proxy {(cpu1 - cpu0) / len(proxy_lat) * 1000:.2f}")
             rows.append((name, direct_lat, proxy_lat, (cpu1 - cpu0) / max(1, len(proxy_lat)), rss))
-        async with session.get(f"http://127.0.0.1:{upstream_port}/_stats") as response:
+        async with session.get(url.removesuffix("/v1") + "/_stats") as response:
             stats = await response.json()
     finally:
         await session.close()
-        for process in (proxy, upstream):
-            process.terminate()
-            await process.wait()
+        await stop(proxy, upstream)
 
     print(f"{args.clients} clients, {args.seconds:g} s each, upstream latency {args.latency_ms:g} ms, workers {args.workers}")
     print(f"{'':<5}{'direct req/s':>13}{'proxy req/s':>12}{'ratio':>7}{'direct p50':>11}{'proxy p50':>10}{'proxy p99':>10}"

@@ -17,7 +17,11 @@ REFERENCE = SHARED / "reference"
 TEST_KEY = "test-key-3f9a7c1e5b"
 URL_PASSWORD = "hunter2-pass"
 # Every credential the tests hand the proxy: none may reach a log record, at any level.
-TEST_SECRETS = (TEST_KEY, URL_PASSWORD, "test-wrong-key-0123456789", "stt-key-value", "tts-key-value")
+TEST_SECRETS = (
+    TEST_KEY, URL_PASSWORD, "test-wrong-key-0123456789", "stt-key-value", "tts-key-value",
+    # the add-on's tests (tests/addon)
+    "test-key-not-real-stt-7f3a", "test-key-not-real-tts-9c1d", "test-key-not-real-e2e-5b8e", "supervisor-token-not-real",
+)  # fmt: skip
 
 
 def reference_file(*parts: str) -> Path:

@@ -73,6 +73,7 @@ NOT_IN_ADDON = {
     "log_file": "the Supervisor keeps the add-on's log",
     "log_max_bytes": "the Supervisor keeps the add-on's log",
     "log_backup_count": "the Supervisor keeps the add-on's log",
+    "workers": "one household's clients fit one process; s6 supervises that one process",
 }
 # Options whose form value is a lower-case choice the run script upper-cases ("auto": left out).
 UPPER_CASED = {"stt_backend", "tts_backend", "log_level"}

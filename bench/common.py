@@ -1,0 +1,58 @@
+"""What the benchmarks share: the upstream stand-in and the proxy as processes, and percentiles."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "bench-key"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+async def start_upstream(*flags: str) -> tuple[asyncio.subprocess.Process, str]:
+    """The test suite's upstream stand-in in its own process; returns it and its base URL."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "bench" / "upstream_server.py"), *flags, stdout=asyncio.subprocess.PIPE
+    )
+    port = int((await process.stdout.readline()).decode())  # type: ignore[union-attr]
+    return process, f"http://127.0.0.1:{port}/v1"
+
+
+async def start_proxy(upstream_url: str, *flags: str) -> tuple[asyncio.subprocess.Process, int]:
+    """The proxy in its own process, pointed at the upstream; returns once it accepts connections."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "wyoming_openai", "--uri", f"tcp://127.0.0.1:{port}",
+        "--stt-openai-url", upstream_url, "--tts-openai-url", upstream_url, "--log-level", "WARNING", *flags,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "app"), "OPENAI_API_KEY": KEY},
+        cwd="/tmp",  # not the repository root, where the add-on folder shadows the package
+    )  # fmt: skip
+    for _ in range(400):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return process, port
+        except OSError:
+            await asyncio.sleep(0.05)
+    process.kill()
+    raise RuntimeError("the proxy did not start")
+
+
+async def stop(*processes: asyncio.subprocess.Process) -> None:
+    for process in processes:
+        process.terminate()
+        await process.wait()
