@@ -113,13 +113,13 @@ async def main() -> None:
 
     describe_times: list[float] = []
 
-    async def probe(stop: asyncio.Event) -> None:
+    async def probe(done: asyncio.Event) -> None:
         # In its own process: this one is busy being 200 clients, and would time itself, not the proxy.
         prober = await asyncio.create_subprocess_exec(
             sys.executable, str(ROOT / "bench" / "describe_probe.py"), str(port),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        await stop.wait()
+        await done.wait()
         output, _ = await prober.communicate(b"stop\n")
         describe_times.extend(float(line) for line in output.split())
 
@@ -134,10 +134,10 @@ async def main() -> None:
             await loop_for(2, 20, proxied)
             cpu0, _ = process_stats(proxy.pid)
             up0, me0 = process_stats(upstream.pid)[0], process_stats(os.getpid())[0]
-            stop = asyncio.Event()
-            prober = asyncio.create_task(probe(stop))
+            probing_done = asyncio.Event()
+            prober = asyncio.create_task(probe(probing_done))
             proxy_lat = await loop_for(args.seconds, args.clients, proxied)
-            stop.set()
+            probing_done.set()
             await prober
             cpu1, rss = process_stats(proxy.pid)
             up1, me1 = process_stats(upstream.pid)[0], process_stats(os.getpid())[0]

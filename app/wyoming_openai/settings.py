@@ -1,4 +1,4 @@
-"""Every option in one table: it builds the command line, the YAML loader and the validation.
+"""The proxy's options in one table (see options.py): command line, environment, YAML, validation.
 
 Precedence, lowest first: built-in default < ``--config`` file < environment < command line.
 """
@@ -7,20 +7,31 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import voluptuous as vol
-import yaml
 
 from . import __version__
+from .options import (
+    Option,
+    OptionError,
+    boolean,
+    choice,
+    json_object,
+    lower_choice,
+    number,
+    optional,
+    resolve,
+    words,
+    wyoming_uri,
+)
+from .options import build_parser as build_option_parser
 
 OPENAI_URL = "https://api.openai.com/v1"
 OPENAI_VOICES = (
@@ -59,35 +70,10 @@ class Secret:
         return hash(self._value)
 
 
-class SettingsError(Exception):
-    """A configuration value is wrong; the message names the flag and the environment variable."""
+SettingsError = OptionError  # a configuration value is wrong; the message names the flag and the env var
 
 
 # --- value parsers: text (from env or flags) -> Python -------------------------------------------
-
-
-def _words(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return value.split()
-    if isinstance(value, (list, tuple)):
-        return [str(item) for part in value for item in str(part).split()]
-    raise vol.Invalid("expected a space-separated list")
-
-
-def _json_object(value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return value
-    if not isinstance(value, str):
-        raise vol.Invalid("expected a JSON object")
-    if not value.strip():
-        return {}
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError as err:
-        raise vol.Invalid(f"malformed JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
-    if not isinstance(parsed, dict):
-        raise vol.Invalid("expected a JSON object such as {\"key\": \"value\"}")
-    return parsed
 
 
 def _voice_labels(value: Any) -> dict[str, str]:
@@ -99,7 +85,7 @@ def _voice_labels(value: Any) -> dict[str, str]:
     if not isinstance(value, str):
         raise vol.Invalid("expected voice=Label pairs")
     if value.strip().startswith("{"):
-        return {str(k): str(v) for k, v in _json_object(value).items()}
+        return {str(k): str(v) for k, v in json_object(value).items()}
     parts = value.split(",") if "," in value else value.split()
     labels: dict[str, str] = {}
     for part in filter(None, (p.strip() for p in parts)):
@@ -123,36 +109,6 @@ def _http_url(value: Any) -> str:
     return value.strip().rstrip("/")
 
 
-def _wyoming_uri(value: Any) -> str:
-    if not isinstance(value, str):
-        raise vol.Invalid("expected a URI")
-    parts = urlsplit(value)
-    if parts.scheme == "tcp":
-        try:
-            port = parts.port
-        except ValueError:
-            port = None
-        if parts.hostname is None or port is None:
-            raise vol.Invalid("expected tcp://HOST:PORT, for example tcp://0.0.0.0:10300")
-    elif parts.scheme == "unix":
-        if not parts.path:
-            raise vol.Invalid("expected unix:///path/to/socket")
-    elif parts.scheme != "stdio":
-        raise vol.Invalid("expected tcp://HOST:PORT, unix:///PATH or stdio://")
-    return value
-
-
-def _boolean(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise vol.Invalid("expected true or false")
-
-
 def _zeroconf(value: Any) -> str | None:
     """Off, on under the default name, or on under a given name."""
     if value is None or value is False:
@@ -165,54 +121,6 @@ def _zeroconf(value: Any) -> str | None:
     if text.lower() in ("1", "true", "yes", "on"):
         return "wyoming-openai"
     return text
-
-
-def _optional(validator: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def validate(value: Any) -> Any:
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return None
-        return validator(value)
-
-    return validate
-
-
-def _number(kind: type, low: float | None = None, high: float | None = None) -> Callable[[Any], Any]:
-    def validate(value: Any) -> Any:
-        if isinstance(value, bool):
-            raise vol.Invalid(f"expected {'an integer' if kind is int else 'a number'}")
-        try:
-            number = kind(value.strip() if isinstance(value, str) else value)
-        except (TypeError, ValueError):
-            raise vol.Invalid(f"expected {'an integer' if kind is int else 'a number'}, got {value!r}") from None
-        if kind is int and isinstance(value, float) and value != number:
-            raise vol.Invalid(f"expected an integer, got {value!r}")
-        if (low is not None and number < low) or (high is not None and number > high):
-            if high is None:
-                raise vol.Invalid(f"must be at least {low}, got {number}")
-            raise vol.Invalid(f"must be between {low} and {high}, got {number}")
-        return number
-
-    return validate
-
-
-def _choice(*choices: str) -> Callable[[Any], str]:
-    def validate(value: Any) -> str:
-        text = str(value).strip().upper()
-        if text not in choices:
-            raise vol.Invalid(f"expected one of {', '.join(choices)}, got {value!r}")
-        return text
-
-    return validate
-
-
-def _lower_choice(*choices: str) -> Callable[[Any], str]:
-    def validate(value: Any) -> str:
-        text = str(value).strip().lower()
-        if text not in choices:
-            raise vol.Invalid(f"expected one of {', '.join(choices)}, got {value!r}")
-        return text
-
-    return validate
 
 
 def _secret(value: Any) -> Secret | None:
@@ -243,81 +151,62 @@ LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 TTS_FORMATS = ("wav", "pcm", "mp3", "flac", "opus", "aac")
 
 
-@dataclass(frozen=True)
-class Option:
-    name: str
-    env: str
-    default: Any
-    validate: Callable[[Any], Any]
-    help: str
-    is_list: bool = False  # takes several words on the command line
-    flag_nargs: str | None = None
-    flag_const: Any = None
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    def where(self) -> str:
-        return f"{self.flag} ({self.env})"
-
-
 def _opt(name: str, env: str, default: Any, validate: Callable[[Any], Any], help: str, **kw: Any) -> Option:
     return Option(name, env, default, validate, help, **kw)
 
 
 OPTIONS: tuple[Option, ...] = (
     # General
-    _opt("uri", "WYOMING_URI", "tcp://0.0.0.0:10300", _wyoming_uri, "where the Wyoming server listens"),
-    _opt("log_level", "WYOMING_LOG_LEVEL", "INFO", _choice(*LOG_LEVELS), "TRACE, DEBUG, INFO, WARNING or ERROR"),
-    _opt("log_format", "WYOMING_LOG_FORMAT", "text", _lower_choice("text", "json"), "text, or json lines"),
-    _opt("log_file", "WYOMING_LOG_FILE", None, _optional(str), "also write the log to this file (rotated)"),
-    _opt("log_max_bytes", "WYOMING_LOG_MAX_BYTES", 10 * 1024 * 1024, _number(int, 0), "rotate the log file at this size (0: never)"),
-    _opt("log_backup_count", "WYOMING_LOG_BACKUP_COUNT", 3, _number(int, 0), "rotated log files to keep"),
-    _opt("languages", "WYOMING_LANGUAGES", ["en"], _words, "languages to advertise, space-separated", is_list=True),
+    _opt("uri", "WYOMING_URI", "tcp://0.0.0.0:10300", wyoming_uri, "where the Wyoming server listens"),
+    _opt("log_level", "WYOMING_LOG_LEVEL", "INFO", choice(*LOG_LEVELS), "TRACE, DEBUG, INFO, WARNING or ERROR"),
+    _opt("log_format", "WYOMING_LOG_FORMAT", "text", lower_choice("text", "json"), "text, or json lines"),
+    _opt("log_file", "WYOMING_LOG_FILE", None, optional(str), "also write the log to this file (rotated)"),
+    _opt("log_max_bytes", "WYOMING_LOG_MAX_BYTES", 10 * 1024 * 1024, number(int, 0), "rotate the log file at this size (0: never)"),
+    _opt("log_backup_count", "WYOMING_LOG_BACKUP_COUNT", 3, number(int, 0), "rotated log files to keep"),
+    _opt("languages", "WYOMING_LANGUAGES", ["en"], words, "languages to advertise, space-separated", is_list=True),
     _opt("zeroconf", "WYOMING_ZEROCONF", None, _zeroconf, "announce the server on the local network (_wyoming._tcp) under NAME", flag_nargs="?", flag_const="wyoming-openai"),
-    _opt("workers", "WYOMING_WORKERS", 1, _number(int, 1, 64), "server processes sharing the port (SO_REUSEPORT), for many clients on many cores"),
-    _opt("max_connections", "WYOMING_MAX_CONNECTIONS", 256, _number(int, 1), "clients served at once; more are refused"),
-    _opt("idle_timeout", "WYOMING_IDLE_TIMEOUT", 120.0, _number(float, 1), "seconds a client may stay silent before it is disconnected"),
-    _opt("max_event_bytes", "WYOMING_MAX_EVENT_BYTES", 1024 * 1024, _number(int, 1024), "largest event header + data accepted from a client"),
-    _opt("max_payload_bytes", "WYOMING_MAX_PAYLOAD_BYTES", 4 * 1024 * 1024, _number(int, 1024), "largest event payload (audio chunk) accepted from a client"),
-    _opt("upstream_timeout", "WYOMING_UPSTREAM_TIMEOUT", 30.0, _number(float, 0.1), "seconds an upstream request may take in all"),
-    _opt("upstream_connect_timeout", "WYOMING_UPSTREAM_CONNECT_TIMEOUT", 5.0, _number(float, 0.1), "seconds to connect to an upstream"),
-    _opt("upstream_read_timeout", "WYOMING_UPSTREAM_READ_TIMEOUT", 15.0, _number(float, 0.1), "seconds an upstream may stay silent mid-response"),
-    _opt("upstream_retries", "WYOMING_UPSTREAM_RETRIES", 1, _number(int, 0, 5), "immediate retries after a connection failure or 502/503/504 (never after audio has been sent on)"),
-    _opt("upstream_max_connections", "WYOMING_UPSTREAM_MAX_CONNECTIONS", 256, _number(int, 1), "pooled keep-alive connections per upstream (more requests wait for one)"),
+    _opt("workers", "WYOMING_WORKERS", 1, number(int, 1, 64), "server processes sharing the port (SO_REUSEPORT), for many clients on many cores"),
+    _opt("max_connections", "WYOMING_MAX_CONNECTIONS", 256, number(int, 1), "clients served at once; more are refused"),
+    _opt("idle_timeout", "WYOMING_IDLE_TIMEOUT", 120.0, number(float, 1), "seconds a client may stay silent before it is disconnected"),
+    _opt("max_event_bytes", "WYOMING_MAX_EVENT_BYTES", 1024 * 1024, number(int, 1024), "largest event header + data accepted from a client"),
+    _opt("max_payload_bytes", "WYOMING_MAX_PAYLOAD_BYTES", 4 * 1024 * 1024, number(int, 1024), "largest event payload (audio chunk) accepted from a client"),
+    _opt("upstream_timeout", "WYOMING_UPSTREAM_TIMEOUT", 30.0, number(float, 0.1), "seconds an upstream request may take in all"),
+    _opt("upstream_connect_timeout", "WYOMING_UPSTREAM_CONNECT_TIMEOUT", 5.0, number(float, 0.1), "seconds to connect to an upstream"),
+    _opt("upstream_read_timeout", "WYOMING_UPSTREAM_READ_TIMEOUT", 15.0, number(float, 0.1), "seconds an upstream may stay silent mid-response"),
+    _opt("upstream_retries", "WYOMING_UPSTREAM_RETRIES", 1, number(int, 0, 5), "immediate retries after a connection failure or 502/503/504 (never after audio has been sent on)"),
+    _opt("upstream_max_connections", "WYOMING_UPSTREAM_MAX_CONNECTIONS", 256, number(int, 1), "pooled keep-alive connections per upstream (more requests wait for one)"),
     # Speech to text
-    _opt("stt_openai_key", "STT_OPENAI_KEY", None, _secret, "API key for speech-to-text (default: OPENAI_API_KEY)"),
+    _opt("stt_openai_key", "STT_OPENAI_KEY", None, _secret, "API key for speech-to-text (default: OPENAI_API_KEY)", secret=True),
     _opt("stt_openai_url", "STT_OPENAI_URL", OPENAI_URL, _http_url, "base URL of the speech-to-text API"),
     _opt("stt_backend", "STT_BACKEND", None, _backend, "OPENAI, SPEACHES, KOKORO_FASTAPI or LOCALAI (detected when unset)"),
-    _opt("stt_models", "STT_MODELS", ["gpt-4o-mini-transcribe", "whisper-1"], _words, "speech-to-text models; the first is the default", is_list=True),
-    _opt("stt_streaming_models", "STT_STREAMING_MODELS", [], _words, "models whose transcripts are streamed (stream=true)", is_list=True),
-    _opt("stt_realtime_models", "STT_REALTIME_MODELS", [], _words, "models used through the Realtime API", is_list=True),
-    _opt("stt_temperature", "STT_TEMPERATURE", None, _optional(_number(float, 0.0, 1.0)), "sampling temperature, 0 to 1"),
-    _opt("stt_prompt", "STT_PROMPT", None, _optional(str), "text that guides the transcription's style or vocabulary"),
-    _opt("stt_extra_body", "STT_EXTRA_BODY", {}, _json_object, "JSON object of extra fields for each transcription request"),
-    _opt("stt_realtime_extra_body", "STT_REALTIME_EXTRA_BODY", {}, _json_object, "JSON object merged into the Realtime transcription session"),
-    _opt("stt_max_seconds", "STT_MAX_SECONDS", 120.0, _number(float, 1), "longest utterance accepted, in seconds of audio"),
+    _opt("stt_models", "STT_MODELS", ["gpt-4o-mini-transcribe", "whisper-1"], words, "speech-to-text models; the first is the default", is_list=True),
+    _opt("stt_streaming_models", "STT_STREAMING_MODELS", [], words, "models whose transcripts are streamed (stream=true)", is_list=True),
+    _opt("stt_realtime_models", "STT_REALTIME_MODELS", [], words, "models used through the Realtime API", is_list=True),
+    _opt("stt_temperature", "STT_TEMPERATURE", None, optional(number(float, 0.0, 1.0)), "sampling temperature, 0 to 1"),
+    _opt("stt_prompt", "STT_PROMPT", None, optional(str), "text that guides the transcription's style or vocabulary"),
+    _opt("stt_extra_body", "STT_EXTRA_BODY", {}, json_object, "JSON object of extra fields for each transcription request"),
+    _opt("stt_realtime_extra_body", "STT_REALTIME_EXTRA_BODY", {}, json_object, "JSON object merged into the Realtime transcription session"),
+    _opt("stt_max_seconds", "STT_MAX_SECONDS", 120.0, number(float, 1), "longest utterance accepted, in seconds of audio"),
     # Text to speech
-    _opt("tts_openai_key", "TTS_OPENAI_KEY", None, _secret, "API key for text-to-speech (default: OPENAI_API_KEY)"),
+    _opt("tts_openai_key", "TTS_OPENAI_KEY", None, _secret, "API key for text-to-speech (default: OPENAI_API_KEY)", secret=True),
     _opt("tts_openai_url", "TTS_OPENAI_URL", OPENAI_URL, _http_url, "base URL of the text-to-speech API"),
     _opt("tts_backend", "TTS_BACKEND", None, _backend, "OPENAI, SPEACHES, KOKORO_FASTAPI or LOCALAI (detected when unset)"),
-    _opt("tts_models", "TTS_MODELS", ["gpt-4o-mini-tts", "tts-1"], _words, "text-to-speech models; the first is the default", is_list=True),
-    _opt("tts_voices", "TTS_VOICES", [], _words, "voices to offer (discovered, or OpenAI's, when empty); the first is the default", is_list=True),
+    _opt("tts_models", "TTS_MODELS", ["gpt-4o-mini-tts", "tts-1"], words, "text-to-speech models; the first is the default", is_list=True),
+    _opt("tts_voices", "TTS_VOICES", [], words, "voices to offer (discovered, or OpenAI's, when empty); the first is the default", is_list=True),
     _opt("tts_voice_labels", "TTS_VOICE_LABELS", {}, _voice_labels, "display names: voice=Label pairs, or a JSON object", is_list=True),
-    _opt("tts_streaming_models", "TTS_STREAMING_MODELS", [], _words, "models that speak while the text is still arriving", is_list=True),
-    _opt("tts_realtime_models", "TTS_REALTIME_MODELS", [], _words, "models used through the Realtime API", is_list=True),
-    _opt("tts_speed", "TTS_SPEED", None, _optional(_number(float, 0.25, 4.0)), "speaking speed, 0.25 to 4.0"),
-    _opt("tts_instructions", "TTS_INSTRUCTIONS", None, _optional(str), "how the voice should speak (gpt-4o-mini-tts)"),
-    _opt("tts_extra_body", "TTS_EXTRA_BODY", {}, _json_object, "JSON object of extra fields for each speech request"),
-    _opt("tts_realtime_extra_body", "TTS_REALTIME_EXTRA_BODY", {}, _json_object, "JSON object merged into the Realtime speech session"),
-    _opt("tts_streaming_min_words", "TTS_STREAMING_MIN_WORDS", None, _optional(_number(int, 1)), "fewest words sent in one streamed request"),
-    _opt("tts_streaming_max_chars", "TTS_STREAMING_MAX_CHARS", None, _optional(_number(int, 1)), "most characters sent in one streamed request"),
-    _opt("tts_concurrent_requests", "TTS_CONCURRENT_REQUESTS", 3, _number(int, 1, 32), "sentences synthesized at once while streaming"),
-    _opt("tts_split_text", "TTS_SPLIT_TEXT", False, _boolean, "also split long plain synthesize text into sentences spoken as they are ready", flag_nargs="?", flag_const="true"),
-    _opt("tts_response_format", "TTS_RESPONSE_FORMAT", "wav", _lower_choice(*TTS_FORMATS), "audio format asked of the upstream"),
-    _opt("tts_pcm_sample_rate", "TTS_PCM_SAMPLE_RATE", 24000, _number(int, 8000, 192000), "sample rate of the upstream's raw pcm"),
-    _opt("tts_sample_rate", "TTS_SAMPLE_RATE", None, _optional(_number(int, 8000, 192000)), "resample speech to this rate (default: as the upstream sends it)"),
+    _opt("tts_streaming_models", "TTS_STREAMING_MODELS", [], words, "models that speak while the text is still arriving", is_list=True),
+    _opt("tts_realtime_models", "TTS_REALTIME_MODELS", [], words, "models used through the Realtime API", is_list=True),
+    _opt("tts_speed", "TTS_SPEED", None, optional(number(float, 0.25, 4.0)), "speaking speed, 0.25 to 4.0"),
+    _opt("tts_instructions", "TTS_INSTRUCTIONS", None, optional(str), "how the voice should speak (gpt-4o-mini-tts)"),
+    _opt("tts_extra_body", "TTS_EXTRA_BODY", {}, json_object, "JSON object of extra fields for each speech request"),
+    _opt("tts_realtime_extra_body", "TTS_REALTIME_EXTRA_BODY", {}, json_object, "JSON object merged into the Realtime speech session"),
+    _opt("tts_streaming_min_words", "TTS_STREAMING_MIN_WORDS", None, optional(number(int, 1)), "fewest words sent in one streamed request"),
+    _opt("tts_streaming_max_chars", "TTS_STREAMING_MAX_CHARS", None, optional(number(int, 1)), "most characters sent in one streamed request"),
+    _opt("tts_concurrent_requests", "TTS_CONCURRENT_REQUESTS", 3, number(int, 1, 32), "sentences synthesized at once while streaming"),
+    _opt("tts_split_text", "TTS_SPLIT_TEXT", False, boolean, "also split long plain synthesize text into sentences spoken as they are ready", flag_nargs="?", flag_const="true"),
+    _opt("tts_response_format", "TTS_RESPONSE_FORMAT", "wav", lower_choice(*TTS_FORMATS), "audio format asked of the upstream"),
+    _opt("tts_pcm_sample_rate", "TTS_PCM_SAMPLE_RATE", 24000, number(int, 8000, 192000), "sample rate of the upstream's raw pcm"),
+    _opt("tts_sample_rate", "TTS_SAMPLE_RATE", None, optional(number(int, 8000, 192000)), "resample speech to this rate (default: as the upstream sends it)"),
 )  # fmt: skip
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
@@ -386,71 +275,19 @@ class Settings:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="wyoming-openai",
-        description="Wyoming server for OpenAI-compatible speech-to-text and text-to-speech APIs.",
-        epilog="Every option can also be set by its environment variable or in the --config file "
-        "(same name, in snake_case). The command line wins over the environment, which wins over the file.",
-        argument_default=argparse.SUPPRESS,
+    return build_option_parser(
+        OPTIONS,
+        "wyoming-openai",
+        "Wyoming server for OpenAI-compatible speech-to-text and text-to-speech APIs.",
+        CONFIG_ENV,
+        __version__,
     )
-    parser.add_argument("--version", action="version", version=f"wyoming-openai {__version__}")
-    parser.add_argument("--config", metavar="FILE.yaml", help=f"YAML file of options ({CONFIG_ENV})")
-    for option in OPTIONS:
-        kwargs: dict[str, Any] = {"dest": option.name, "help": f"{option.help} [{option.env}]"}
-        if option.is_list:
-            kwargs["nargs"] = "*"
-        elif option.flag_nargs:
-            kwargs["nargs"] = option.flag_nargs
-            kwargs["const"] = option.flag_const
-        parser.add_argument(option.flag, **kwargs)
-    return parser
-
-
-def _load_config_file(path: str) -> dict[str, Any]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as err:
-        raise SettingsError(f"cannot read --config file {path}: {err.strerror}") from None
-    try:
-        loaded = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise SettingsError(f"--config file {path} is not valid YAML{where}") from None
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
-        raise SettingsError(f"--config file {path} must hold a mapping of option: value")
-    values: dict[str, Any] = {}
-    for key, value in loaded.items():
-        name = str(key).lower().replace("-", "_")
-        if name not in OPTIONS_BY_NAME:
-            raise SettingsError(f"--config file {path}: unknown option {key!r}")
-        values[name] = value
-    return values
 
 
 def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Parse, merge and validate. Raises SettingsError with one line naming the flag and env var."""
     environ = os.environ if environ is None else environ
-    parser = build_parser()
-    args = vars(parser.parse_args(argv))
-
-    config_path = args.pop("config", None) or environ.get(CONFIG_ENV) or None
-    raw: dict[str, Any] = {option.name: option.default for option in OPTIONS}
-    if config_path:
-        raw.update(_load_config_file(config_path))
-    for option in OPTIONS:
-        if option.env in environ:
-            raw[option.name] = environ[option.env]
-    raw.update(args)
-
-    values: dict[str, Any] = {}
-    for option in OPTIONS:
-        try:
-            values[option.name] = vol.Schema(option.validate)(raw[option.name])
-        except vol.Invalid as err:
-            raise SettingsError(f"invalid {option.where()}: {err.msg}") from None
+    values, config_path = resolve(OPTIONS, build_parser(), argv, environ, CONFIG_ENV)
 
     fallback_key = _secret(environ.get(OPENAI_API_KEY_ENV))
     for name in ("stt_openai_key", "tts_openai_key"):
