@@ -150,6 +150,7 @@ async def start_proxy(name: str, upstream: FakeUpstream, workdir: Path, *flags: 
         except (OSError, TimeoutError, AssertionError):
             pass
         if time.monotonic() > deadline:
+            await process.stop()
             raise AssertionError(f"proxy {name} did not offer {VOICES} within 20 s:\n{process.log()[-4000:]}")
         await asyncio.sleep(0.1)
 
