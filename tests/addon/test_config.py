@@ -221,7 +221,7 @@ def test_every_proxy_option_is_in_the_form_or_left_out_on_purpose(addon_config):
 def test_lists_in_the_form_are_lists_for_the_proxy(addon_config):
     for name, schema in addon_config["schema"].items():
         option = settings.OPTIONS_BY_NAME[name]
-        proxy_takes_words = option.validate is settings._words  # noqa: SLF001
+        proxy_takes_words = option.validate is settings.words  # noqa: SLF001
         assert isinstance(schema, list) == proxy_takes_words, name
 
 
