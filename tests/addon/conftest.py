@@ -26,6 +26,8 @@ S6 = ROOTFS / "etc" / "s6-overlay" / "s6-rc.d"
 RUN_SCRIPT = S6 / "wyoming-openai" / "run"
 FINISH_SCRIPT = S6 / "wyoming-openai" / "finish"
 DISCOVERY_SCRIPT = S6 / "discovery" / "run"
+API_RUN_SCRIPT = S6 / "openai-api" / "run"
+API_FINISH_SCRIPT = S6 / "openai-api" / "finish"
 READY_SCRIPT = ROOTFS / "usr" / "local" / "bin" / "wyoming-ready"
 # The bashio stand-in; ADDON_TEST_BASHIO=/usr/lib/bashio/bashio runs the same tests under a real
 # bashio where one is installed (it reads SUPERVISOR_API, SUPERVISOR_TOKEN and CACHE_DIR too).

@@ -16,8 +16,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import ADDON, DISCOVERY_SCRIPT, REPO, RUN_SCRIPT, load_yaml
+from conftest import ADDON, API_RUN_SCRIPT, DISCOVERY_SCRIPT, REPO, RUN_SCRIPT, load_yaml
 from wyoming_openai import __version__, settings
+from wyoming_openai.openai_api import config as api_config
 
 # --- the Supervisor's vocabulary ------------------------------------------------------------
 
@@ -75,6 +76,15 @@ NOT_IN_ADDON = {
     "log_backup_count": "the Supervisor keeps the add-on's log",
     "workers": "one household's clients fit one process; s6 supervises that one process",
 }
+# Options of the OpenAI-compatible API (wyoming-openai serve-openai), not of the proxy: the add-on's
+# option -> the API's option (None: the switch, read by the run script only).
+API_OPTIONS = {
+    "openai_api": None,
+    "openai_api_port": "port",
+    "openai_api_keys": "api_keys",
+    "openai_api_wyoming_uris": "wyoming_uris",
+}
+API_PORT = 8000
 # Options whose form value is a lower-case choice the run script upper-cases ("auto": left out).
 UPPER_CASED = {"stt_backend", "tts_backend", "log_level"}
 LANGUAGES = ("en", "de", "fr", "es")
@@ -160,9 +170,16 @@ def test_architectures_init_discovery(addon_config):
     assert is_url(addon_config["url"])
 
 
+def proxy_schema(addon_config: dict[str, Any]) -> dict[str, Any]:
+    """The form's options for the Wyoming proxy (all but the OpenAI-compatible API's)."""
+    return {name: schema for name, schema in addon_config["schema"].items() if name not in API_OPTIONS}
+
+
 def test_port(addon_config):
     ports = addon_config["ports"]
-    assert set(ports) == {"10300/tcp"}
+    assert set(ports) == {"10300/tcp", f"{API_PORT}/tcp"}
+    # The API's port is published only when the user gives it a host port (DOCS.md says why).
+    assert ports[f"{API_PORT}/tcp"] is None
     for key, host_port in ports.items():
         assert PORT_KEY.match(key)
         assert host_port is None or (isinstance(host_port, int) and 1 <= host_port <= 65535)
@@ -209,19 +226,19 @@ def test_keys_are_passwords_and_empty_by_default(addon_config):
 
 
 def test_every_form_option_is_a_proxy_option(addon_config):
-    for name in addon_config["schema"]:
+    for name in proxy_schema(addon_config):
         assert name in settings.OPTIONS_BY_NAME, f"{name} is not an option of the proxy"
 
 
 def test_every_proxy_option_is_in_the_form_or_left_out_on_purpose(addon_config):
-    missing = {option.name for option in settings.OPTIONS} - set(addon_config["schema"])
+    missing = {option.name for option in settings.OPTIONS} - set(proxy_schema(addon_config))
     assert missing == set(NOT_IN_ADDON), missing ^ set(NOT_IN_ADDON)
 
 
 def test_lists_in_the_form_are_lists_for_the_proxy(addon_config):
-    for name, schema in addon_config["schema"].items():
+    for name, schema in proxy_schema(addon_config).items():
         option = settings.OPTIONS_BY_NAME[name]
-        proxy_takes_words = option.validate is settings.words  # noqa: SLF001
+        proxy_takes_words = option.validate is settings.words
         assert isinstance(schema, list) == proxy_takes_words, name
 
 
@@ -236,7 +253,7 @@ def proxy_accepts(name: str, value: Any) -> bool:
 
 def test_the_form_accepts_only_what_the_proxy_accepts(addon_config):
     """Range ends and every choice of the form are valid for the proxy."""
-    for name, schema in addon_config["schema"].items():
+    for name, schema in proxy_schema(addon_config).items():
         match = SCHEMA_ELEMENT.match(element(schema))
         if match.group("choices"):
             for choice in match.group("choices").split("|"):
@@ -251,11 +268,65 @@ def test_the_form_accepts_only_what_the_proxy_accepts(addon_config):
 
 def test_default_options_are_valid_for_the_proxy(addon_config):
     for name, value in addon_config["options"].items():
+        if name in API_OPTIONS:
+            continue
         if name in UPPER_CASED:
             value = str(value).upper()
         if isinstance(value, list):
             value = " ".join(value)
         assert proxy_accepts(name, value), name
+
+
+# --- the OpenAI-compatible API's options ---------------------------------------------------
+
+
+def test_api_options_are_the_apis_own(addon_config):
+    schema = addon_config["schema"]
+    assert {name for name in schema if name.startswith("openai_api")} == set(API_OPTIONS)
+    for name, api_name in API_OPTIONS.items():
+        if api_name is None:
+            continue
+        option = api_config.OPTIONS_BY_NAME[api_name]
+        assert isinstance(schema[name], list) == option.is_list, name
+    assert option.default == [] and api_config.OPTIONS_BY_NAME["port"].default == API_PORT
+
+
+def test_api_is_off_by_default_and_its_keys_are_passwords(addon_config):
+    assert addon_config["schema"]["openai_api"] == "bool"
+    assert addon_config["options"]["openai_api"] is False
+    assert addon_config["schema"]["openai_api_keys"] == ["password?"]
+    assert addon_config["options"]["openai_api_keys"] == []
+    assert addon_config["schema"]["openai_api_port"] == "port?"
+    assert "openai_api_port" not in addon_config["options"]
+    assert f"readonly DEFAULT_PORT={API_PORT}\n" in API_RUN_SCRIPT.read_text()
+
+
+@pytest.mark.parametrize(
+    ("uri", "accepted"),
+    [
+        ("tcp://core-piper:10200", True),
+        ("tcp://192.168.1.20:10300", True),
+        ("tcp://core-piper", False),
+        ("tcp://core piper:10200", False),
+        ("http://core-piper:10200", False),
+        ("unix:///run/wyoming.sock", False),
+        ("tcp://core-piper:10200/x", False),
+    ],
+)
+def test_wyoming_uris_the_form_accepts_are_accepted_by_the_api(addon_config, uri, accepted):
+    """The Supervisor matches the whole value (re.fullmatch) against match(...)."""
+    match = SCHEMA_ELEMENT.match(addon_config["schema"]["openai_api_wyoming_uris"][0])
+    assert bool(re.fullmatch(match.group("match"), uri)) == accepted
+    if accepted:
+        assert api_config.OPTIONS_BY_NAME["wyoming_uris"].validate(uri) == [uri]
+
+
+def test_the_api_reads_the_add_ons_with_the_default_role_only(addon_config):
+    """GET /discovery answers Home Assistant only; /supervisor/info and /addons/<slug>/info are
+    open to an add-on with hassio_api and the default role, which does not lower the rating."""
+    assert addon_config["hassio_api"] is True
+    assert "hassio_role" not in addon_config
+    assert "homeassistant_api" not in addon_config
 
 
 # --- security rating ------------------------------------------------------------------------

@@ -33,7 +33,7 @@ def dependencies(name: str) -> set[str]:
 
 
 def test_the_expected_services():
-    assert services() == {"wyoming-openai": "longrun", "discovery": "oneshot"}
+    assert services() == {"wyoming-openai": "longrun", "discovery": "oneshot", "openai-api": "longrun"}
 
 
 def test_every_service_is_started():
@@ -79,6 +79,8 @@ def test_dependencies_exist_and_have_no_cycle():
 def test_order():
     assert dependencies("wyoming-openai") == {"base"}
     assert dependencies("discovery") == {"wyoming-openai"}
+    # The OpenAI-compatible API needs nothing from the proxy and the proxy nothing from it.
+    assert dependencies("openai-api") == {"base"}
 
 
 @pytest.mark.skipif(not shutil.which("s6-rc-compile"), reason="s6-rc-compile not installed (package s6-rc)")
