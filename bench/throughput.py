@@ -38,10 +38,16 @@ STT_WAV = wav(STT_AUDIO, 16000)
 
 
 def process_stats(pid: int) -> tuple[float, int]:
-    """(CPU seconds, RSS in bytes) of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    """(CPU seconds, RSS in bytes) of a process and its children (--workers), from /proc."""
+    cpu, rss = 0.0, 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            cpu += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            rss += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
     return cpu, rss
 
 
@@ -65,6 +71,7 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--latency-ms", type=float, default=300.0)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--only", choices=("TTS", "STT"), help="measure one direction only")
     args = parser.parse_args()
 
     upstream, url = await start_upstream("--delay-ms", str(args.latency_ms), "--chunk-bytes", "16384")
@@ -126,6 +133,8 @@ async def main() -> None:
     rows = []
     try:
         for name, direct, proxied in (("TTS", direct_tts, proxy_tts), ("STT", direct_stt, proxy_stt)):
+            if args.only and name != args.only:
+                continue
             await loop_for(2, 20, direct)  # warm-up
             up0, me0 = process_stats(upstream.pid)[0], process_stats(os.getpid())[0]
             direct_lat = await loop_for(args.seconds, args.clients, direct)
