@@ -51,39 +51,179 @@ def addon_config() -> dict[str, Any]:
     return load_yaml(ADDON / "config.yaml")
 
 
+# What GET /addons/self/info and /supervisor/info name this add-on (a third-party repository's
+# add-on: hash of the repository, underscore, slug; the hostname has dashes).
+SELF_SLUG = "5c53de3b_wyoming_openai"
+SELF_HOSTNAME = "5c53de3b-wyoming-openai"
+# The token Home Assistant Core holds: the only one the Supervisor answers GET /discovery for.
+HOMEASSISTANT_TOKEN = "homeassistant-token-not-real"
+
+
+def addon_info(
+    slug: str,
+    name: str,
+    ports: dict[str, int | None],
+    *,
+    state: str = "started",
+    discovery: tuple[str, ...] = ("wyoming",),
+    ports_description: dict[str, str] | None = None,
+    host_network: bool = False,
+    announces: str | None = None,
+) -> dict[str, Any]:
+    """The fields of /addons/<slug>/info that matter here (the Supervisor sends many more), and
+    under "_announces" the URI the add-on posts to /discovery once started (not sent)."""
+    return {
+        "name": name,
+        "slug": slug,
+        "hostname": slug.replace("_", "-"),
+        "state": state,
+        "discovery": list(discovery),
+        "network": ports,
+        "network_description": ports_description,
+        "host_network": host_network,
+        "hassio_api": False,
+        "hassio_role": "default",
+        "options": {"a_secret_of_theirs": "redacted-for-other-add-ons"},
+        "_announces": announces,
+    }
+
+
+def official_piper(**changes: Any) -> dict[str, Any]:
+    """home-assistant/addons piper: ports {"10200/tcp": null}, no ports_description, announces
+    tcp://$(hostname):10200."""
+    return addon_info("core_piper", "Piper", {"10200/tcp": None}, announces="tcp://core-piper:10200", **changes)
+
+
+def official_whisper(**changes: Any) -> dict[str, Any]:
+    return addon_info("core_whisper", "Whisper", {"10300/tcp": None}, announces="tcp://core-whisper:10300", **changes)
+
+
 @dataclass
 class FakeSupervisor:
-    """The two Supervisor endpoints bashio uses here, with what was asked of them."""
+    """The Supervisor endpoints the add-on's scripts use, with what was asked of them.
+
+    Access follows the Supervisor (supervisor/api/middleware/security.py, api/discovery.py,
+    api/apps.py): every add-on token may read /addons/self/..., post to /discovery and read /info;
+    /supervisor/info and /addons/<slug>/info need hassio_api (any role); another add-on's info
+    comes with its options emptied for the default role; GET /discovery is for Home Assistant
+    only (401 for any add-on, whatever its role)."""
 
     options: dict[str, Any] = field(default_factory=dict)
     url: str = ""
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)
     discoveries: list[Any] = field(default_factory=list)
     fail_options: bool = False
+    # Other installed add-ons, by slug, as addon_info() builds them.
+    addons: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # This add-on's ports as the user mapped them (the Network section).
+    self_network: dict[str, int | None] = field(default_factory=lambda: {"10300/tcp": None, "8000/tcp": None})
+    hassio_api: bool = True
+    # False: a Supervisor whose /supervisor/info no longer lists the add-ons (deprecated in v1).
+    lists_addons: bool = True
+    # Called with the number of the /supervisor/info request (1, 2, ...) before it is answered.
+    on_supervisor_info: Any = None
+    supervisor_info_count: int = 0
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/addons/self/options/config", self._options)
+        app.router.add_get("/addons/self/info", self._self_info)
+        app.router.add_get("/addons/{slug}/info", self._addon_info)
+        app.router.add_get("/supervisor/info", self._supervisor_info)
         app.router.add_post("/discovery", self._discovery)
+        app.router.add_get("/discovery", self._list_discovery)
         return app
 
     def _authorized(self, request: web.Request) -> bool:
         return request.headers.get("Authorization") == f"Bearer {SUPERVISOR_TOKEN}"
 
+    def _record(self, request: web.Request) -> None:
+        self.requests.append((request.method, request.path, request.headers.get("Authorization")))
+
+    @staticmethod
+    def _error(status: int, message: str) -> web.Response:
+        return web.json_response({"result": "error", "message": message}, status=status)
+
+    @staticmethod
+    def _ok(data: Any) -> web.Response:
+        return web.json_response({"result": "ok", "data": data})
+
+    def paths(self) -> list[str]:
+        return [f"{method} {path}" for method, path, _ in self.requests]
+
+    def discovery_list(self) -> list[dict[str, Any]]:
+        """What GET /discovery gives Home Assistant: the announcements of started add-ons."""
+        return [
+            {"addon": slug, "service": "wyoming", "uuid": f"uuid-{slug}", "config": {"uri": info["_announces"]}}
+            for slug, info in self.addons.items()
+            if info["_announces"] and info["state"] == "started"
+        ]
+
     async def _options(self, request: web.Request) -> web.Response:
-        self.requests.append(("GET", request.path, request.headers.get("Authorization")))
+        self._record(request)
         if not self._authorized(request):
-            return web.json_response({"result": "error", "message": "Unauthorized"}, status=401)
+            return self._error(401, "Unauthorized")
         if self.fail_options:
-            return web.json_response({"result": "error", "message": "broken"}, status=500)
-        return web.json_response({"result": "ok", "data": self.options})
+            return self._error(500, "broken")
+        return self._ok(self.options)
+
+    async def _self_info(self, request: web.Request) -> web.Response:
+        self._record(request)
+        if not self._authorized(request):
+            return self._error(401, "Unauthorized")
+        # An add-on's own info holds its options, keys included.
+        return self._ok(
+            {
+                "name": "Wyoming OpenAI",
+                "slug": SELF_SLUG,
+                "hostname": SELF_HOSTNAME,
+                "state": "started",
+                "discovery": ["wyoming"],
+                "network": self.self_network,
+                "network_description": {"10300/tcp": "Wyoming", "8000/tcp": "OpenAI-compatible speech API"},
+                "host_network": False,
+                "options": self.options,
+            }
+        )
+
+    async def _addon_info(self, request: web.Request) -> web.Response:
+        self._record(request)
+        if not self._authorized(request) or not self.hassio_api:
+            raise web.HTTPForbidden
+        info = self.addons.get(request.match_info["slug"])
+        if info is None:
+            return self._error(400, "App is not installed")
+        public = {key: value for key, value in info.items() if not key.startswith("_")}
+        return self._ok({**public, "options": {}})
+
+    async def _supervisor_info(self, request: web.Request) -> web.Response:
+        self._record(request)
+        if not self._authorized(request) or not self.hassio_api:
+            raise web.HTTPForbidden
+        self.supervisor_info_count += 1
+        if self.on_supervisor_info is not None:
+            self.on_supervisor_info(self.supervisor_info_count)
+        data: dict[str, Any] = {"version": "2026.08.1", "channel": "stable", "wait_boot": 5}
+        if self.lists_addons:
+            installed = [*self.addons.values(), {"slug": SELF_SLUG, "name": "Wyoming OpenAI", "state": "started"}]
+            data["addons"] = [
+                {"name": info["name"], "slug": info["slug"], "state": info["state"], "version": "1.0.0"}
+                for info in installed
+            ]
+        return self._ok(data)
+
+    async def _list_discovery(self, request: web.Request) -> web.Response:
+        self._record(request)
+        if request.headers.get("Authorization") != f"Bearer {HOMEASSISTANT_TOKEN}":
+            raise web.HTTPUnauthorized
+        return self._ok({"discovery": self.discovery_list(), "services": {"wyoming": list(self.addons)}})
 
     async def _discovery(self, request: web.Request) -> web.Response:
-        self.requests.append(("POST", request.path, request.headers.get("Authorization")))
+        self._record(request)
         if not self._authorized(request):
-            return web.json_response({"result": "error", "message": "Unauthorized"}, status=401)
+            return self._error(401, "Unauthorized")
         self.discoveries.append(json.loads(await request.read()))
-        return web.json_response({"result": "ok", "data": {"uuid": "0f1e2d3c4b5a69788796a5b4c3d2e1f0"}})
+        return self._ok({"uuid": "0f1e2d3c4b5a69788796a5b4c3d2e1f0"})
 
 
 @pytest.fixture
@@ -133,6 +273,16 @@ class ScriptRunner:
         (self.bin / "wyoming-ready").symlink_to(READY_SCRIPT)
         self.cache = tmp_path / "bashio-cache"
 
+    def fake_sleep(self) -> None:
+        """Replace sleep on PATH by one that records its argument (one a line) and returns at once."""
+        sleeper = self.bin / "sleep"
+        sleeper.write_text('#!/usr/bin/env bash\nprintf \'%s\\n\' "$*" >> "${RECORD_DIR}/sleeps"\n')
+        sleeper.chmod(sleeper.stat().st_mode | stat.S_IXUSR)
+
+    def sleeps(self) -> list[str]:
+        path = self.record / "sleeps"
+        return path.read_text().splitlines() if path.exists() else []
+
     def base_env(self, supervisor: FakeSupervisor, log_level: int | None = None) -> dict[str, str]:
         env = {
             "PATH": f"{self.bin}:/usr/local/bin:/usr/bin:/bin",
@@ -149,7 +299,7 @@ class ScriptRunner:
     async def run(
         self, script: Path, env: dict[str, str], *args: str, timeout: float = 60.0
     ) -> ScriptResult:
-        for name in ("env", "argv"):
+        for name in ("env", "argv", "sleeps"):
             (self.record / name).unlink(missing_ok=True)
         process = await asyncio.create_subprocess_exec(
             "bash",
