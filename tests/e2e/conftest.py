@@ -18,7 +18,7 @@ import pytest_asyncio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from e2e_stack import (  # noqa: E402
-    EXPECTED_FAILURE, STT_MODEL, TTS_MODEL, VOICES, HomeAssistant, Process, add_wyoming_server, home_assistant_or_skip,
+    STT_MODEL, TTS_MODEL, VOICES, HomeAssistant, Process, add_wyoming_server, home_assistant_or_skip,
     Stack, onboard, start_home_assistant, start_proxy, wait_for_http,
 )  # fmt: skip
 from harness import TEST_KEY, TEST_SECRETS  # noqa: E402
@@ -54,7 +54,8 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         await onboard(ha)
         await add_wyoming_server(ha, plain)
         await add_wyoming_server(ha, streaming)
-        yield Stack(ha, upstream, plain, streaming, workdir)
+        stack = Stack(ha, upstream, plain, streaming, workdir)
+        yield stack
     finally:
         await session.close()
         for process in reversed(processes):
@@ -70,11 +71,8 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     assert not leaked, f"secrets reached a process's log: {leaked}"
     assert not upstream.violations, f"requests broke the OpenAI spec: {upstream.violations}"
     # Home Assistant logged nothing wrong, except the failures the tests provoked on purpose.
-    unexpected = [
-        line for line in ha.process.log().splitlines()
-        if (" ERROR " in line or "Traceback" in line) and EXPECTED_FAILURE not in line
-    ]  # fmt: skip
-    assert not unexpected, "Home Assistant logged errors:\n" + "\n".join(unexpected[:20])
+    unexpected = stack.unexpected_log_records()
+    assert not unexpected, "Home Assistant logged errors:\n" + "\n".join(unexpected[:10])
     for server in (plain, streaming):
         assert "Traceback" not in server.process.log(), f"{server.process.name} logged a traceback ({server.process.log_path})"
 

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -127,7 +128,7 @@ class ProxyServer:
     tts_entity: str = ""
 
 
-async def start_proxy(name: str, upstream: FakeUpstream, workdir: Path, *flags: str) -> ProxyServer:
+async def start_proxy(name: str, upstream: FakeUpstream, workdir: Path, *flags: str, voices: bool = True) -> ProxyServer:
     """``python -m wyoming_openai`` as the add-on runs it; cwd outside the repo (its add-on folder shadows the package)."""
     port = free_port()
     process = Process(f"proxy {name}", workdir / f"proxy-{name}.log")
@@ -139,13 +140,13 @@ async def start_proxy(name: str, upstream: FakeUpstream, workdir: Path, *flags: 
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(APP), "OPENAI_API_KEY": TEST_KEY}
     await process.start(sys.executable, "-m", "wyoming_openai", *argv, env=env, cwd=workdir)
     server = ProxyServer(name, port, process, tuple(flags))
-    # Ready when it answers describe with the voices it discovered from the stand-in.
+    # Ready when it answers describe with the voices it discovered from the stand-in (or at all).
     deadline = time.monotonic() + 20
     while True:
         process.check_running()
         try:
             info = await describe(port)
-            if info.tts and [v.name for v in info.tts[0].voices] == list(VOICES):
+            if not voices or (info.tts and [v.name for v in info.tts[0].voices] == list(VOICES)):
                 return server
         except (OSError, TimeoutError, AssertionError):
             pass
@@ -337,7 +338,8 @@ async def onboard(ha: HomeAssistant) -> None:
         assert status in (200, 403), (step, status, body)  # 403: already done
 
 
-async def add_wyoming_server(ha: HomeAssistant, server: ProxyServer) -> None:
+async def add_wyoming_server(ha: HomeAssistant, server: ProxyServer, timeout: float = 30.0,
+                             needs: tuple[str, ...] = ("stt", "tts")) -> None:  # fmt: skip
     """The config flow, as the UI runs it: handler wyoming, then host and port."""
     status, flow = await ha.post("/api/config/config_entries/flow", {"handler": "wyoming", "show_advanced_options": False})
     assert status == 200, flow
@@ -349,7 +351,7 @@ async def add_wyoming_server(ha: HomeAssistant, server: ProxyServer) -> None:
     assert result["type"] == "create_entry", result
     server.entry_id = result["result"]["entry_id"]
     # Its entities, from the entity registry, once they have a state.
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     async with ha.ws() as ws:
         while True:
             entities = await ws.call("config/entity_registry/list")
@@ -357,7 +359,7 @@ async def add_wyoming_server(ha: HomeAssistant, server: ProxyServer) -> None:
             server.stt_entity = next((e for e in mine if e.startswith("stt.")), "")
             server.tts_entity = next((e for e in mine if e.startswith("tts.")), "")
             states = await ha.states()
-            if server.stt_entity in states and server.tts_entity in states:
+            if all(getattr(server, f"{kind}_entity") in states for kind in needs):
                 return
             if time.monotonic() > deadline:
                 raise AssertionError(f"no stt and tts entities for {server.name}: registry {mine}\n{ha.process.log()[-3000:]}")
@@ -371,4 +373,13 @@ class Stack:
     plain: ProxyServer
     streaming: ProxyServer
     workdir: Path
-    extras: dict[str, Any] = field(default_factory=dict)
+    expected_log: list[str] = field(default_factory=lambda: [EXPECTED_FAILURE])  # provoked on purpose
+
+    def unexpected_log_records(self) -> list[str]:
+        """Home Assistant's ERROR records and tracebacks, but those the tests provoked on purpose."""
+        records = re.split(r"\n(?=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", self.ha.process.log())
+        return [
+            record for record in records
+            if (" ERROR " in record.split("\n", 1)[0] or "Traceback" in record)
+            and not any(expected in record for expected in self.expected_log)
+        ]  # fmt: skip

@@ -15,9 +15,13 @@ import wave
 
 import av
 import pytest
+import pytest_asyncio
 
 
-from e2e_stack import EXPECTED_FAILURE, LANGUAGES, STT_MODEL, TTS_MODEL, VOICES, HomeAssistant, Stack
+from e2e_stack import (
+    EXPECTED_FAILURE, LANGUAGES, STT_MODEL, TTS_MODEL, VOICES, HomeAssistant, ProxyServer, Stack, add_wyoming_server,
+    start_proxy,
+)  # fmt: skip
 from harness import reference_file
 from upstream import PCM_RATE, SECONDS_PER_CHARACTER, Fault, FakeUpstream
 
@@ -298,3 +302,57 @@ async def test_assist_pipeline_stt_conversation_tts(stack: Stack, ha: HomeAssist
     assert abs(decoded - sum(frames_for(r["input"]) for r in requests) / PCM_RATE) < 0.15
 
 
+
+
+# --- the config flow while the upstream hangs -----------------------------------------------------------
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def hanging_server(stack: Stack, ha: HomeAssistant):
+    """A third proxy whose upstream never answers its backend probes or voice listings, added to Home Assistant."""
+    hanging = FakeUpstream(key=None, backend="KOKORO_FASTAPI", voices=list(VOICES))
+    hanging.probe_delay = 3600
+    await hanging.start()
+    server = await start_proxy("hanging", hanging, stack.workdir, voices=False)
+    try:
+        began = time.monotonic()
+        try:
+            await add_wyoming_server(ha, server, timeout=10, needs=("stt",))
+        finally:
+            if server.tts_entity:  # known issue: see test_tts_entity_works_when_added_before_voice_discovery_ended
+                stack.expected_log.append(f"Error adding entity {server.tts_entity} ")
+        server.flags = (f"{time.monotonic() - began:.1f}",)
+        yield server
+    finally:
+        if server.entry_id:
+            status, body = await ha.request("DELETE", f"/api/config/config_entries/entry/{server.entry_id}")
+            assert status == 200, body
+        await server.process.stop()
+        await hanging.stop()
+    assert "Traceback" not in server.process.log()
+
+
+async def test_config_flow_succeeds_while_the_upstream_hangs(ha: HomeAssistant, hanging_server: ProxyServer):
+    """Home Assistant gives describe one second: a slow upstream must not cost us the server."""
+    assert float(hanging_server.flags[0]) < 5
+    async with ha.ws() as ws:
+        entries = await ws.call("config_entries/get", domain="wyoming")
+        [entry] = [e for e in entries if e["entry_id"] == hanging_server.entry_id]
+        assert entry["state"] == "loaded", entry
+        stt = (await ws.call("stt/engine/list"))["providers"]
+    mine = next(p for p in stt if p["engine_id"] == hanging_server.stt_entity)
+    assert sorted(mine["supported_languages"]) == sorted(LANGUAGES)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="proxy bug found by this suite: added before voice discovery ended, the proxy offers a TTS program "
+    "with no voices, so Home Assistant's TTS entity has no language and fails to load (until a reload)",
+)
+async def test_tts_entity_works_when_added_before_voice_discovery_ended(ha: HomeAssistant, hanging_server: ProxyServer):
+    await asyncio.sleep(1)
+    states = await ha.states()
+    assert hanging_server.tts_entity in states, "Home Assistant could not add the TTS entity"
+    async with ha.ws() as ws:
+        engine = (await ws.call("tts/engine/get", engine_id=hanging_server.tts_entity))["provider"]
+    assert sorted(engine["supported_languages"]) == sorted(LANGUAGES)
