@@ -4,8 +4,10 @@
 #      (bookworm has no python3.13; pyenv's 3.13.0 is older than Home Assistant's floor of 3.13.2);
 #   2. a virtual environment $E2E_HOME/venv with a pinned homeassistant and what the integrations the
 #      suite loads need, so Home Assistant runs with --skip-pip and never reaches the network;
-#   3. ffmpeg (Debian), which Home Assistant's TTS uses to convert to MP3.
-# Needs root for apt-get (as on CI and the dev machines). Idempotent: each step is skipped when done.
+#   3. in that venv, imageio-ffmpeg's ffmpeg binary, which Home Assistant's TTS uses to convert to MP3.
+# Needs root for apt-get (as on CI and the dev machines), and only for the Python build.
+# Idempotent: each step is skipped when done, so a second run takes a second and reaches no network.
+# E2E_HOME moves the installation; E2E_HA_VERSION picks another Home Assistant release.
 set -euo pipefail
 
 E2E_HOME=${E2E_HOME:-/opt/wyoming-openai-e2e}
