@@ -189,7 +189,7 @@ def test_port(addon_config):
 
 def test_the_port_is_the_same_everywhere(addon_config):
     port = int(next(iter(addon_config["ports"])).split("/")[0])
-    for script in (RUN_SCRIPT, DISCOVERY_SCRIPT):
+    for script in (RUN_SCRIPT, DISCOVERY_SCRIPT, API_RUN_SCRIPT):
         assert f"readonly WYOMING_PORT={port}\n" in script.read_text(), script
     assert f"EXPOSE {port}/tcp" in (REPO / "Dockerfile").read_text()
 

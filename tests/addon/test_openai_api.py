@@ -304,6 +304,24 @@ async def test_a_key_with_a_separator_keeps_the_api_off(scripts, supervisor, add
     assert not scripts.cache.exists()
 
 
+async def test_the_wyoming_port_is_refused(scripts, supervisor, addon_config):
+    supervisor.addons = {"core_piper": official_piper()}
+    result = await run(scripts, supervisor, options(addon_config, openai_api=True, openai_api_port=10300))
+
+    assert result.env is None
+    assert scripts.sleeps() == ["infinity"]
+    assert "is the Wyoming port" in result.output
+
+
+def test_every_log_level_of_the_form_is_one_the_api_takes(addon_config):
+    """The script passes trace as DEBUG (the API has no TRACE) and the others upper-cased."""
+    choices = addon_config["schema"]["log_level"].removeprefix("list(").removesuffix(")").split("|")
+    validate = api_config.OPTIONS_BY_NAME["log_level"].validate
+    for choice in choices:
+        assert validate("DEBUG" if choice == "trace" else choice.upper())
+    assert 'trace | debug) export OPENAI_API_LOG_LEVEL="DEBUG"' in API_RUN_SCRIPT.read_text()
+
+
 async def test_stale_environment_is_dropped(scripts, supervisor, addon_config):
     supervisor.addons = {"core_piper": official_piper()}
     stale = {
