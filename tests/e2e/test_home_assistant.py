@@ -243,6 +243,25 @@ async def test_stt_real_recording_streamed_in_odd_chunks(stack: Stack, ha: HomeA
         assert w.readframes(w.getnframes()) == pcm  # every byte, in order
 
 
+@pytest.mark.parametrize("fault", [Fault(status=500, times=1), Fault(silent=True, times=2)], ids=["500", "hang"])
+async def test_stt_upstream_failure_is_an_error_not_a_hang_and_the_next_request_works(
+    stack: Stack, ha: HomeAssistant, upstream: FakeUpstream, fault: Fault
+):
+    _, pcm = reference_pcm("living_room_light_de.wav")
+    headers = {
+        **ha.headers,
+        "X-Speech-Content": "format=wav; codec=pcm; sample_rate=16000; bit_rate=16; channel=1; language=de",
+    }
+    upstream.transcription_faults.append(Fault(**vars(fault)))
+    began = time.monotonic()
+    status, answer = await ha.request("POST", f"/api/stt/{stack.plain.stt_entity}", headers=headers, data=odd_chunks(pcm))
+    assert time.monotonic() - began < 12  # the proxy's --upstream-timeout is 6 s
+    assert status == 200 and answer == {"text": None, "result": "error"}, (status, answer)
+    upstream.transcript = "Working again."
+    status, answer = await ha.request("POST", f"/api/stt/{stack.plain.stt_entity}", headers=headers, data=odd_chunks(pcm))
+    assert (status, answer) == (200, {"text": "Working again.", "result": "success"})
+
+
 # --- a full assist pipeline ---------------------------------------------------------------------------
 
 
