@@ -7,9 +7,11 @@ mDNS traffic of the pair never leaves it (and never reaches the machine's real n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -50,6 +52,10 @@ def namespace():
             _ip("-n", name, *command)
         yield name
     finally:
+        # Whatever the run left in there (a driver killed on time-out leaves its children) goes too.
+        for pid in _ip("netns", "pids", name, check=False).stdout.split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
         _ip("netns", "del", name, check=False)
 
 
