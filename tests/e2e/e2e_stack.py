@@ -126,6 +126,7 @@ class ProxyServer:
     entry_id: str = ""
     stt_entity: str = ""
     tts_entity: str = ""
+    added_in: float = 0.0  # seconds the config flow and entities took
 
 
 async def start_proxy(name: str, upstream: FakeUpstream, workdir: Path, *flags: str, voices: bool = True) -> ProxyServer:
@@ -341,6 +342,7 @@ async def onboard(ha: HomeAssistant) -> None:
 async def add_wyoming_server(ha: HomeAssistant, server: ProxyServer, timeout: float = 30.0,
                              needs: tuple[str, ...] = ("stt", "tts")) -> None:  # fmt: skip
     """The config flow, as the UI runs it: handler wyoming, then host and port."""
+    began = time.monotonic()
     status, flow = await ha.post("/api/config/config_entries/flow", {"handler": "wyoming", "show_advanced_options": False})
     assert status == 200, flow
     assert flow["type"] == "form" and flow["step_id"] == "user", flow
@@ -360,6 +362,7 @@ async def add_wyoming_server(ha: HomeAssistant, server: ProxyServer, timeout: fl
             server.tts_entity = next((e for e in mine if e.startswith("tts.")), "")
             states = await ha.states()
             if all(getattr(server, f"{kind}_entity") in states for kind in needs):
+                server.added_in = time.monotonic() - began
                 return
             if time.monotonic() > deadline:
                 raise AssertionError(f"no stt and tts entities for {server.name}: registry {mine}\n{ha.process.log()[-3000:]}")
