@@ -33,7 +33,8 @@ from wyoming_openai.openai_api import config as api_config
 pytestmark = requires_tools
 
 HARNESS = {"PATH", "HOME", "SUPERVISOR_API", "SUPERVISOR_TOKEN", "CACHE_DIR", "RECORD_DIR", "LOG_LEVEL"}
-SHELL_OWN = {"PWD", "OLDPWD", "SHLVL", "_"}
+# LOG_FD: exported by bashio since v0.18 (the file descriptor of its log).
+SHELL_OWN = {"PWD", "OLDPWD", "SHLVL", "_", "LOG_FD"}
 
 API_KEY_1 = "test-api-key-not-real-4b8e"
 API_KEY_2 = "test-api-key-not-real-d27a"
