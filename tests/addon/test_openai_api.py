@@ -332,6 +332,8 @@ async def test_stale_environment_is_dropped(scripts, supervisor, addon_config):
         "OPENAI_API_CORS_ORIGINS": "*",
         "OPENAI_API_WYOMING_URIS": "tcp://stale:1",
         "OPENAI_API_HOST": "127.0.0.1",
+        "OPENAI_API_REFRESH_INTERVAL": "0",
+        "OPENAI_API_AN_OPTION_OF_TOMORROW": "x",
     }
     result = await run(scripts, supervisor, options(addon_config, openai_api=True), **stale)
 
