@@ -7,6 +7,7 @@ import time
 
 import pytest
 from wyoming.info import Describe, Info
+from wyoming.tts import Synthesize, SynthesizeVoice
 
 from harness import TEST_KEY, URL_PASSWORD, Client, proxy_port
 from upstream import Fault
@@ -40,11 +41,27 @@ async def test_info_comes_at_once_while_the_upstream_hangs(start_proxy, upstream
     proxy = await start_proxy(discovery=False)
     info, elapsed = await describe(proxy_port(proxy))
     assert elapsed < 0.1
-    assert info.tts[0].voices == []  # nothing known yet, and nothing invented
+    # Never a TTS program without voices: Home Assistant could not load its entity.
+    assert "alloy" in [v.name for v in info.tts[0].voices]
     # Discovery gives up within its bound and falls back to OpenAI's voices.
     await asyncio.wait_for(proxy.discovery, 8)
     info, _ = await describe(proxy_port(proxy))
     assert "alloy" in [v.name for v in info.tts[0].voices]
+
+
+async def test_voices_offered_before_discovery_give_way_to_the_discovered_ones(start_proxy, upstream):
+    upstream.backend = "KOKORO_FASTAPI"
+    upstream.probe_delay = 0.5
+    proxy = await start_proxy(discovery=False)
+    early, _ = await describe(proxy_port(proxy))
+    assert [v.name for v in early.tts[0].voices][:2] == ["alloy", "ash"]
+    async with Client(proxy_port(proxy)) as client:  # a voice the client names is used as it is meanwhile
+        await client.send(Synthesize(text="Early bird.", voice=SynthesizeVoice(name="af_heart")).event())
+        await client.read_until("audio-stop")
+    assert upstream.requests[-1].json["voice"] == "af_heart"
+    await asyncio.wait_for(proxy.discovery, 8)
+    late, _ = await describe(proxy_port(proxy))
+    assert [v.name for v in late.tts[0].voices] == ["af_heart", "am_adam"]
 
 
 @pytest.mark.parametrize(

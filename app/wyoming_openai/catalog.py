@@ -15,7 +15,7 @@ from wyoming.info import AsrModel, AsrProgram, Attribution, Info, TtsProgram, Tt
 from . import __version__
 from .framing import encode_event
 from .backends import known_backend
-from .settings import OPENAI_VOICES, Backend, Settings, redact_url
+from .settings import OPENAI_VOICES, Settings, redact_url
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -34,9 +34,11 @@ class Catalog:
         self.voices: dict[str, Voice] = {}
         self.default_voice: Voice | None = None
         self.info_bytes = b""
-        backend = known_backend(settings.tts_backend, settings.tts_openai_url)
-        initial = settings.tts_voices or (OPENAI_VOICES if backend is Backend.OPENAI else ())
-        self.set_voices((voice, None) for voice in initial)
+        # Until discovery answers, offer OpenAI's voices (what an unknown server falls back to as well):
+        # Home Assistant cannot load a TTS entity whose program has no voice, and it keeps the
+        # info it got when the server was added.
+        self.set_voices((voice, None) for voice in settings.tts_voices or OPENAI_VOICES)
+        self.provisional = not settings.tts_voices and known_backend(settings.tts_backend, settings.tts_openai_url) is None
 
     # --- lookups -----------------------------------------------------------------------------
 
@@ -48,10 +50,9 @@ class Catalog:
 
     def voice(self, requested: str | None) -> Voice | None:
         """The voice a ``synthesize`` asks for; an unknown one falls back to the default."""
-        if not self.voices and self.settings.tts_models:
+        if self.provisional and requested and self.settings.tts_models:
             # Discovery has not answered yet: trust the client's choice rather than refuse.
-            name = requested or OPENAI_VOICES[0]
-            return Voice(name, self.settings.tts_models[0], name)
+            return self.voices.get(requested) or Voice(requested, self.settings.tts_models[0], requested)
         if requested:
             found = self.voices.get(requested)
             if found is not None:
@@ -77,6 +78,7 @@ class Catalog:
             label = labels.get(name, name)
             offered[name] = Voice(name, model, label if len(models) == 1 else f"{label} ({model})")
         self.voices = offered
+        self.provisional = False
         self.default_voice = next(iter(offered.values()), None)
         self.info_bytes = encode_event(self.info().event())
 

@@ -361,11 +361,6 @@ async def test_config_flow_succeeds_while_the_upstream_hangs(ha: HomeAssistant, 
     assert sorted(mine["supported_languages"]) == sorted(LANGUAGES)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy bug found by this suite: added before voice discovery ended, the proxy offers a TTS program "
-    "with no voices, so Home Assistant's TTS entity has no language and fails to load (until a reload)",
-)
 async def test_tts_entity_works_when_added_before_voice_discovery_ended(ha: HomeAssistant, hanging_server: ProxyServer):
     await asyncio.sleep(1)
     states = await ha.states()
