@@ -34,6 +34,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+
+async def start_as_recorded(started, tmp_path, **overrides: str) -> asyncio.subprocess.Process:
+    """Run what the add-on's run script would have exec'd: its arguments, its environment (less
+    the Supervisor's plumbing), with ``overrides``."""
+    env = {
+        name: value
+        for name, value in started.env.items()
+        if name not in ("SUPERVISOR_API", "SUPERVISOR_TOKEN", "CACHE_DIR", "RECORD_DIR", "LOG_LEVEL")
+    }
+    env.update(overrides)
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "wyoming_openai", *started.argv,
+        env=env,
+        cwd=tmp_path,  # not the repository root, where the add-on folder shadows the package
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+
 async def test_addon_start_up_chain(scripts, supervisor, addon_config, tmp_path):
     closed = f"http://127.0.0.1:{free_port()}/v1"
     options = copy.deepcopy(addon_config["options"])
@@ -52,21 +69,7 @@ async def test_addon_start_up_chain(scripts, supervisor, addon_config, tmp_path)
     assert started.returncode == 0, started.output
 
     port = free_port()
-    env = {
-        name: value
-        for name, value in started.env.items()
-        if name not in ("SUPERVISOR_API", "SUPERVISOR_TOKEN", "CACHE_DIR", "RECORD_DIR", "LOG_LEVEL")
-    }
-    env["WYOMING_URI"] = f"tcp://127.0.0.1:{port}"
-    proxy = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "wyoming_openai",
-        env=env,
-        cwd=tmp_path,  # not the repository root, where the add-on folder shadows the package
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    proxy = await start_as_recorded(started, tmp_path, WYOMING_URI=f"tcp://127.0.0.1:{port}")
     try:
         ready = await asyncio.create_subprocess_exec(
             "bash", str(READY_SCRIPT), "--wait", "30", f"127.0.0.1:{port}"
@@ -121,23 +124,8 @@ async def test_openai_api_start_up_chain(scripts, supervisor, addon_config, tmp_
     assert started.argv == ["serve-openai"]
     assert started.env["OPENAI_API_WYOMING_URIS"] == f"tcp://127.0.0.1:{wyoming_port}"
 
-    env = {
-        name: value
-        for name, value in started.env.items()
-        if name not in ("SUPERVISOR_API", "SUPERVISOR_TOKEN", "CACHE_DIR", "RECORD_DIR", "LOG_LEVEL")
-    }
-    env["OPENAI_API_HOST"] = "127.0.0.1"
-    port = env["OPENAI_API_PORT"]
-    api = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "wyoming_openai",
-        *started.argv,
-        env=env,
-        cwd=tmp_path,  # not the repository root, where the add-on folder shadows the package
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    api = await start_as_recorded(started, tmp_path, OPENAI_API_HOST="127.0.0.1")
+    port = started.env["OPENAI_API_PORT"]
     try:
         models = None
         async with aiohttp.ClientSession() as session:
