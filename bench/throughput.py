@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -35,6 +36,11 @@ from common import KEY, percentile, start_proxy, start_upstream, stop  # noqa: E
 TEXT = "The living room lamp is now on, and the kitchen light is off. Good night, sleep well!" + " x" * 17
 STT_AUDIO = tone(3.0, 16000)
 STT_WAV = wav(STT_AUDIO, 16000)
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def process_stats(pid: int) -> tuple[float, int]:
@@ -136,24 +142,39 @@ async def main() -> None:
             if args.only and name != args.only:
                 continue
             await loop_for(2, 20, direct)  # warm-up
-            up0, me0 = process_stats(upstream.pid)[0], process_stats(os.getpid())[0]
+            up0, me0 = process_stats(upstream.pid)[0], own_cpu()
             direct_lat = await loop_for(args.seconds, args.clients, direct)
-            up1, me1 = process_stats(upstream.pid)[0], process_stats(os.getpid())[0]
+            up1, me1 = process_stats(upstream.pid)[0], own_cpu()
             print(f"{name} direct: CPU ms/req upstream {(up1 - up0) / len(direct_lat) * 1000:.2f}, load generator {(me1 - me0) / len(direct_lat) * 1000:.2f}")
             await loop_for(2, 20, proxied)
             cpu0, _ = process_stats(proxy.pid)
-            up0, me0 = process_stats(upstream.pid)[0], process_stats(os.getpid())[0]
+            up0, me0 = process_stats(upstream.pid)[0], own_cpu()
             probing_done = asyncio.Event()
             prober = asyncio.create_task(probe(probing_done))
+            rss_samples: list[int] = []
+
+            async def sample_rss() -> None:
+                while True:
+                    rss_samples.append(process_stats(proxy.pid)[1])
+                    await asyncio.sleep(max(1.0, args.seconds / 12))
+
+            async def upstream_connections() -> int:
+                async with session.get(url.removesuffix("/v1") + "/_stats") as response:
+                    return (await response.json())["connections"]
+
+            connections_before = await upstream_connections()
+            sampler = asyncio.create_task(sample_rss())
             proxy_lat = await loop_for(args.seconds, args.clients, proxied)
+            sampler.cancel()
+            opened = await upstream_connections() - connections_before  # (this query may add one)
+            print(f"{name} proxy opened {opened} upstream connections for {args.clients} clients")
+            print(f"{name} proxy RSS over the run (MB): " + " ".join(f"{r / 2**20:.0f}" for r in rss_samples))
             probing_done.set()
             await prober
             cpu1, rss = process_stats(proxy.pid)
-            up1, me1 = process_stats(upstream.pid)[0], process_stats(os.getpid())[0]
+            up1, me1 = process_stats(upstream.pid)[0], own_cpu()
             print(f"{name} proxy: CPU ms/req upstream {(up1 - up0) / len(proxy_lat) * 1000:.2f}, load generator {(me1 - me0) / len(proxy_lat) * 1000:.2f}, proxy {(cpu1 - cpu0) / len(proxy_lat) * 1000:.2f}")
             rows.append((name, direct_lat, proxy_lat, (cpu1 - cpu0) / max(1, len(proxy_lat)), rss))
-        async with session.get(url.removesuffix("/v1") + "/_stats") as response:
-            stats = await response.json()
     finally:
         await session.close()
         await stop(proxy, upstream)
@@ -168,7 +189,6 @@ async def main() -> None:
               f"{percentile(proxy_lat, 99) * 1000:>10.1f}{cpu * 1000:>11.2f}{rss / 2**20:>8.1f}")  # fmt: skip
     print(f"describe under load: p50 {percentile(describe_times, 50) * 1000:.2f} ms, "
           f"p99 {percentile(describe_times, 99) * 1000:.2f} ms ({len(describe_times)} probes)")
-    print(f"upstream connections opened in all (direct and proxy): {stats['connections']} for {stats['requests']} requests")
 
 
 if __name__ == "__main__":
