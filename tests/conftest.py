@@ -13,6 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from harness import TEST_KEY, TEST_SECRETS  # noqa: E402
+from realtime_server import RealtimeServer  # noqa: E402
 from upstream import FakeUpstream  # noqa: E402
 from wyoming_openai.__main__ import Proxy  # noqa: E402
 from wyoming_openai.settings import load_settings  # noqa: E402
@@ -53,6 +54,18 @@ async def upstream() -> AsyncIterator[FakeUpstream]:
     finally:
         await server.stop()
     assert not server.violations, f"requests broke the OpenAI spec: {server.violations}"
+
+
+@pytest.fixture
+async def realtime() -> AsyncIterator[RealtimeServer]:
+    """A local stand-in for the OpenAI Realtime API that checks every event it is sent."""
+    server = RealtimeServer(key=TEST_KEY)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+    assert not server.violations, f"events broke the Realtime API's rules: {server.violations}"
 
 
 StartProxy = Callable[..., Awaitable[Proxy]]

@@ -21,6 +21,7 @@ TEST_SECRETS = (
     TEST_KEY, URL_PASSWORD, "test-wrong-key-0123456789", "stt-key-value", "tts-key-value",
     # the add-on's tests (tests/addon)
     "test-key-not-real-stt-7f3a", "test-key-not-real-tts-9c1d", "test-key-not-real-e2e-5b8e", "supervisor-token-not-real",
+    "test-api-key-not-real-4b8e", "test-api-key-not-real-d27a",
 )  # fmt: skip
 
 

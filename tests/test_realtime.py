@@ -24,19 +24,8 @@ READ_TIMEOUT = 0.5
 VOICE = Voice("marin", "gpt-realtime", "Marin")
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[RealtimeServer]:
-    server = RealtimeServer(key=TEST_KEY)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-    assert not server.violations, f"events broke the Realtime API's rules: {server.violations}"
-
-
-def make_settings(server: RealtimeServer, *flags: str, env: dict[str, str] | None = None) -> Settings:
-    environ = {"STT_OPENAI_URL": server.url, "TTS_OPENAI_URL": server.url, "OPENAI_API_KEY": TEST_KEY, **(env or {})}
+def make_settings(realtime: RealtimeServer, *flags: str, env: dict[str, str] | None = None) -> Settings:
+    environ = {"STT_OPENAI_URL": realtime.url, "TTS_OPENAI_URL": realtime.url, "OPENAI_API_KEY": TEST_KEY, **(env or {})}
     return load_settings(
         ["--stt-realtime-models", "gpt-4o-transcribe", "--tts-realtime-models", "gpt-realtime", *flags], environ
     )
@@ -49,8 +38,8 @@ def make_upstream(url: str, role: str = "STT", key: str = TEST_KEY) -> Upstream:
 
 
 @pytest.fixture
-async def upstreams(server: RealtimeServer) -> AsyncIterator[dict[str, Upstream]]:
-    made = {"STT": make_upstream(server.url, "STT"), "TTS": make_upstream(server.url, "TTS")}
+async def upstreams(realtime: RealtimeServer) -> AsyncIterator[dict[str, Upstream]]:
+    made = {"STT": make_upstream(realtime.url, "STT"), "TTS": make_upstream(realtime.url, "TTS")}
     try:
         yield made
     finally:
@@ -95,18 +84,18 @@ async def transcribe(settings: Settings, upstream: Upstream, pcm: bytes, fmt: Pc
 # --- speech to text -----------------------------------------------------------------------------------
 
 
-async def test_transcription_streams_audio_before_the_end_and_yields_deltas_then_the_text(server, upstreams):
-    settings = make_settings(server, "--stt-prompt", "Home automation commands")
+async def test_transcription_streams_audio_before_the_end_and_yields_deltas_then_the_text(realtime, upstreams):
+    settings = make_settings(realtime, "--stt-prompt", "Home automation commands")
     fmt = PcmFormat(16000)
     transcription = await RealtimeTranscriber(settings, upstreams["STT"]).open("gpt-4o-transcribe", "en-US")
     try:
         await stream(transcription, tone(1.0, 16000), fmt)
         # The audio is already upstream while the user is "still speaking": nothing waits for audio-stop.
         for _ in range(100):
-            if len(server.connections[0].audio) >= int(0.95 * RATE) * 2:
+            if len(realtime.connections[0].audio) >= int(0.95 * RATE) * 2:
                 break
             await asyncio.sleep(0.01)
-        conn = server.connections[0]
+        conn = realtime.connections[0]
         assert len(conn.audio) >= int(0.95 * RATE) * 2
         assert conn.committed is None
         pieces = [piece async for piece in transcription.finish()]
@@ -138,19 +127,19 @@ async def test_transcription_streams_audio_before_the_end_and_yields_deltas_then
     ("rate", "width", "channels"),
     [(24000, 2, 1), (16000, 2, 1), (48000, 2, 2), (22050, 4, 1), (8000, 1, 1), (44100, 3, 2)],
 )
-async def test_any_client_format_reaches_the_api_as_pcm16_mono_24khz(server, upstreams, rate, width, channels):
-    settings = make_settings(server)
+async def test_any_client_format_reaches_the_api_as_pcm16_mono_24khz(realtime, upstreams, rate, width, channels):
+    settings = make_settings(realtime)
     pcm = widen(tone(0.8, rate), width, channels)
     pieces = await transcribe(settings, upstreams["STT"], pcm, PcmFormat(rate, width, channels))
     assert pieces[-1] == (True, "Turn on the kitchen lights.")
-    committed = server.connections[0].committed
+    committed = realtime.connections[0].committed
     assert committed is not None
     assert abs(len(committed) / (2 * RATE) - 0.8) < 0.01
     assert abs(dominant_frequency(committed, RATE) - 440) < 5
 
 
-async def test_a_format_change_mid_utterance_keeps_every_sample(server, upstreams):
-    settings = make_settings(server)
+async def test_a_format_change_mid_utterance_keeps_every_sample(realtime, upstreams):
+    settings = make_settings(realtime)
     transcription = await RealtimeTranscriber(settings, upstreams["STT"]).open("gpt-4o-transcribe", None)
     try:
         await stream(transcription, tone(0.5, 16000), PcmFormat(16000))
@@ -159,18 +148,18 @@ async def test_a_format_change_mid_utterance_keeps_every_sample(server, upstream
     finally:
         await transcription.close()
     assert pieces[-1][0] is True
-    assert abs(len(server.connections[0].committed) / (2 * RATE) - 1.0) < 0.01
-    assert "language" not in server.connections[0].session["audio"]["input"]["transcription"]
+    assert abs(len(realtime.connections[0].committed) / (2 * RATE) - 1.0) < 0.01
+    assert "language" not in realtime.connections[0].session["audio"]["input"]["transcription"]
 
 
-async def test_stt_extra_body_is_deep_merged_into_the_session(server, upstreams):
+async def test_stt_extra_body_is_deep_merged_into_the_session(realtime, upstreams):
     extra = (
         '{"audio": {"input": {"noise_reduction": {"type": "near_field"}, "transcription": {"delay": "low"}}},'
         ' "include": ["item.input_audio_transcription.logprobs"]}'
     )
-    settings = make_settings(server, env={"STT_REALTIME_EXTRA_BODY": extra})
+    settings = make_settings(realtime, env={"STT_REALTIME_EXTRA_BODY": extra})
     await transcribe(settings, upstreams["STT"], tone(0.3, 16000), PcmFormat(16000))
-    session = server.connections[0].session
+    session = realtime.connections[0].session
     assert session["include"] == ["item.input_audio_transcription.logprobs"]
     audio_input = session["audio"]["input"]
     assert audio_input["noise_reduction"] == {"type": "near_field"}
@@ -186,24 +175,24 @@ def test_deep_merge_replaces_non_objects_and_keeps_the_base():
     assert base == {"a": {"b": 1, "c": {"d": 2}}, "e": [1]}
 
 
-async def test_too_little_audio_gives_an_empty_transcript_without_a_commit(server, upstreams):
-    settings = make_settings(server)
+async def test_too_little_audio_gives_an_empty_transcript_without_a_commit(realtime, upstreams):
+    settings = make_settings(realtime)
     pieces = await transcribe(settings, upstreams["STT"], tone(0.05, 16000), PcmFormat(16000))
     assert pieces == [(True, "")]
-    assert "input_audio_buffer.commit" not in server.connections[0].event_types
+    assert "input_audio_buffer.commit" not in realtime.connections[0].event_types
 
 
-async def test_close_is_idempotent_and_ends_the_socket(server, upstreams):
-    settings = make_settings(server)
+async def test_close_is_idempotent_and_ends_the_socket(realtime, upstreams):
+    settings = make_settings(realtime)
     transcription = await RealtimeTranscriber(settings, upstreams["STT"]).open("gpt-4o-transcribe", "en")
     await transcription.send_audio(tone(0.2, 16000), PcmFormat(16000))
     await transcription.close()
     await transcription.close()
     for _ in range(100):
-        if not server._sockets:
+        if not realtime._sockets:
             break
         await asyncio.sleep(0.01)
-    assert not server._sockets
+    assert not realtime._sockets
 
 
 # --- faults, speech to text ---------------------------------------------------------------------------
@@ -225,30 +214,30 @@ async def expect_stt_failure(settings: Settings, upstream: Upstream, limit: floa
     return caught.value
 
 
-async def test_stt_wrong_key_is_refused_at_the_upgrade(server):
-    upstream = make_upstream(server.url, "STT", key="wrong-key")
+async def test_stt_wrong_key_is_refused_at_the_upgrade(realtime):
+    upstream = make_upstream(realtime.url, "STT", key="wrong-key")
     try:
-        err = await expect_stt_failure(make_settings(server), upstream)
+        err = await expect_stt_failure(make_settings(realtime), upstream)
     finally:
         await upstream.close()
     assert_safe(err, upstream, "401", "Unauthorized")
     assert err.status == 401
-    assert not server.connections
+    assert not realtime.connections
 
 
-async def test_stt_connection_refused(server):
+async def test_stt_connection_refused(realtime):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     upstream = make_upstream(f"http://127.0.0.1:{port}/v1")
     try:
-        err = await expect_stt_failure(make_settings(server), upstream)
+        err = await expect_stt_failure(make_settings(realtime), upstream)
     finally:
         await upstream.close()
     assert_safe(err, upstream, "refused or unreachable")
 
 
-async def test_stt_upgrade_that_never_answers_times_out(server):
+async def test_stt_upgrade_that_never_answers_times_out(realtime):
     async def accept_and_stay_silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()  # hold the connection open until the client gives up
         writer.close()
@@ -258,7 +247,7 @@ async def test_stt_upgrade_that_never_answers_times_out(server):
     upstream = make_upstream(f"http://127.0.0.1:{port}/v1")
     began = time.monotonic()
     try:
-        err = await expect_stt_failure(make_settings(server), upstream)
+        err = await expect_stt_failure(make_settings(realtime), upstream)
     finally:
         await upstream.close()
         silent.close()
@@ -268,15 +257,15 @@ async def test_stt_upgrade_that_never_answers_times_out(server):
 
 
 @pytest.mark.parametrize("event", ["session.update", "input_audio_buffer.commit"])
-async def test_stt_error_event_is_reported(server, upstreams, event):
-    server.fault = RealtimeFault(error_on=event, error_message="Invalid value: 'gpt-4o-transcribe'")
-    err = await expect_stt_failure(make_settings(server), upstreams["STT"])
+async def test_stt_error_event_is_reported(realtime, upstreams, event):
+    realtime.fault = RealtimeFault(error_on=event, error_message="Invalid value: 'gpt-4o-transcribe'")
+    err = await expect_stt_failure(make_settings(realtime), upstreams["STT"])
     assert_safe(err, upstreams["STT"], "reported an error", "Invalid value")
 
 
-async def test_stt_error_during_audio_stops_the_sending(server, upstreams):
-    server.fault = RealtimeFault(error_on="session.update")
-    transcription = await RealtimeTranscriber(make_settings(server), upstreams["STT"]).open("gpt-4o-transcribe", "en")
+async def test_stt_error_during_audio_stops_the_sending(realtime, upstreams):
+    realtime.fault = RealtimeFault(error_on="session.update")
+    transcription = await RealtimeTranscriber(make_settings(realtime), upstreams["STT"]).open("gpt-4o-transcribe", "en")
     try:
         with pytest.raises(UpstreamError, match="simulated failure"):
             for _ in range(200):
@@ -286,23 +275,23 @@ async def test_stt_error_during_audio_stops_the_sending(server, upstreams):
         await transcription.close()
 
 
-async def test_stt_early_close(server, upstreams):
-    server.fault = RealtimeFault(close_on="input_audio_buffer.commit")
-    err = await expect_stt_failure(make_settings(server), upstreams["STT"])
+async def test_stt_early_close(realtime, upstreams):
+    realtime.fault = RealtimeFault(close_on="input_audio_buffer.commit")
+    err = await expect_stt_failure(make_settings(realtime), upstreams["STT"])
     assert_safe(err, upstreams["STT"], "closed the connection")
 
 
-async def test_stt_silence_times_out(server, upstreams):
-    server.fault = RealtimeFault(silent_on="input_audio_buffer.commit")
+async def test_stt_silence_times_out(realtime, upstreams):
+    realtime.fault = RealtimeFault(silent_on="input_audio_buffer.commit")
     began = time.monotonic()
-    err = await expect_stt_failure(make_settings(server), upstreams["STT"])
+    err = await expect_stt_failure(make_settings(realtime), upstreams["STT"])
     assert TIMEOUT * 0.9 < time.monotonic() - began
     assert_safe(err, upstreams["STT"], "did not answer in time")
 
 
-async def test_stt_failed_transcription_is_reported(server, upstreams):
-    server.fault = RealtimeFault(transcription_failed=True, error_message="Audio could not be understood")
-    err = await expect_stt_failure(make_settings(server), upstreams["STT"])
+async def test_stt_failed_transcription_is_reported(realtime, upstreams):
+    realtime.fault = RealtimeFault(transcription_failed=True, error_message="Audio could not be understood")
+    err = await expect_stt_failure(make_settings(realtime), upstreams["STT"])
     assert_safe(err, upstreams["STT"], "could not transcribe", "Audio could not be understood")
 
 
@@ -314,15 +303,15 @@ async def synthesize(settings: Settings, upstream: Upstream, text: str = "Hello 
 
 
 @pytest.mark.parametrize("beta_names", [False, True], ids=["ga", "beta"])
-async def test_speech_streams_audio_deltas(server, upstreams, beta_names):
-    server.beta_names = beta_names
+async def test_speech_streams_audio_deltas(realtime, upstreams, beta_names):
+    realtime.beta_names = beta_names
     text = "Hello there, how are you?"
-    pieces = await synthesize(make_settings(server, "--tts-instructions", "Cheerful"), upstreams["TTS"], text)
+    pieces = await synthesize(make_settings(realtime, "--tts-instructions", "Cheerful"), upstreams["TTS"], text)
     assert len(pieces) > 1  # streamed, not gathered
     assert {fmt for fmt, _ in pieces} == {PcmFormat(24000)}
     pcm = b"".join(chunk for _, chunk in pieces)
     assert abs(len(pcm) / (2 * RATE) - len(text) * 0.02) < 0.01
-    conn = server.connections[0]
+    conn = realtime.connections[0]
     assert conn.query == {"model": "gpt-realtime"}
     assert conn.spoken_text == text
     assert conn.event_types == ["session.update", "conversation.item.create", "response.create"]
@@ -333,45 +322,45 @@ async def test_speech_streams_audio_deltas(server, upstreams, beta_names):
     assert "word for word" in session["instructions"] and "Cheerful" in session["instructions"]
 
 
-async def test_speech_is_resampled_to_the_configured_rate(server, upstreams):
+async def test_speech_is_resampled_to_the_configured_rate(realtime, upstreams):
     text = "Resample me please."
-    pieces = await synthesize(make_settings(server, "--tts-sample-rate", "16000"), upstreams["TTS"], text)
+    pieces = await synthesize(make_settings(realtime, "--tts-sample-rate", "16000"), upstreams["TTS"], text)
     assert {fmt for fmt, _ in pieces} == {PcmFormat(16000)}
     pcm = b"".join(chunk for _, chunk in pieces)
     assert abs(len(pcm) / (2 * 16000) - len(text) * 0.02) < 0.01
     assert abs(dominant_frequency(pcm, 16000) - 440) < 5
 
 
-async def test_tts_extra_body_and_speed_are_merged(server, upstreams):
+async def test_tts_extra_body_and_speed_are_merged(realtime, upstreams):
     extra = '{"audio": {"output": {"speed": 1.2}}, "instructions": "Say it verbatim.", "max_output_tokens": 2000}'
-    settings = make_settings(server, "--tts-speed", "3.0", env={"TTS_REALTIME_EXTRA_BODY": extra})
+    settings = make_settings(realtime, "--tts-speed", "3.0", env={"TTS_REALTIME_EXTRA_BODY": extra})
     await synthesize(settings, upstreams["TTS"])
-    session = server.connections[0].session
+    session = realtime.connections[0].session
     assert session["audio"]["output"] == {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "marin", "speed": 1.2}
     assert session["instructions"] == "Say it verbatim."
     assert session["max_output_tokens"] == 2000
 
 
-async def test_speed_is_clamped_to_the_realtime_range(server, upstreams):
-    await synthesize(make_settings(server, "--tts-speed", "3.0"), upstreams["TTS"])
-    assert server.connections[0].session["audio"]["output"]["speed"] == 1.5
+async def test_speed_is_clamped_to_the_realtime_range(realtime, upstreams):
+    await synthesize(make_settings(realtime, "--tts-speed", "3.0"), upstreams["TTS"])
+    assert realtime.connections[0].session["audio"]["output"]["speed"] == 1.5
 
 
-async def test_empty_text_makes_no_connection(server, upstreams):
-    assert await synthesize(make_settings(server), upstreams["TTS"], "  ") == []
-    assert not server.connections
+async def test_empty_text_makes_no_connection(realtime, upstreams):
+    assert await synthesize(make_settings(realtime), upstreams["TTS"], "  ") == []
+    assert not realtime.connections
 
 
-async def test_stopping_early_closes_the_socket(server, upstreams):
-    speech = RealtimeSynthesizer(make_settings(server), upstreams["TTS"]).synthesize("A long sentence. " * 10, VOICE)
+async def test_stopping_early_closes_the_socket(realtime, upstreams):
+    speech = RealtimeSynthesizer(make_settings(realtime), upstreams["TTS"]).synthesize("A long sentence. " * 10, VOICE)
     async for _ in speech:
         break
     await speech.aclose()
     for _ in range(100):
-        if not server._sockets:
+        if not realtime._sockets:
             break
         await asyncio.sleep(0.01)
-    assert not server._sockets
+    assert not realtime._sockets
 
 
 # --- faults, text to speech ---------------------------------------------------------------------------
@@ -385,48 +374,48 @@ async def expect_tts_failure(settings: Settings, upstream: Upstream, limit: floa
     return caught.value
 
 
-async def test_tts_wrong_key_is_refused_at_the_upgrade(server):
-    upstream = make_upstream(server.url, "TTS", key="wrong-key")
+async def test_tts_wrong_key_is_refused_at_the_upgrade(realtime):
+    upstream = make_upstream(realtime.url, "TTS", key="wrong-key")
     try:
-        err = await expect_tts_failure(make_settings(server), upstream)
+        err = await expect_tts_failure(make_settings(realtime), upstream)
     finally:
         await upstream.close()
     assert_safe(err, upstream, "TTS upstream", "401")
 
 
-async def test_tts_other_refused_upgrade_statuses(server, upstreams):
-    server.fault = RealtimeFault(status=404)
-    err = await expect_tts_failure(make_settings(server), upstreams["TTS"])
+async def test_tts_other_refused_upgrade_statuses(realtime, upstreams):
+    realtime.fault = RealtimeFault(status=404)
+    err = await expect_tts_failure(make_settings(realtime), upstreams["TTS"])
     assert_safe(err, upstreams["TTS"], "404 Not Found")
     assert err.status == 404
 
 
-async def test_tts_error_event(server, upstreams):
-    server.fault = RealtimeFault(error_on="response.create", error_message="Voice 'marin' is not available")
-    err = await expect_tts_failure(make_settings(server), upstreams["TTS"])
+async def test_tts_error_event(realtime, upstreams):
+    realtime.fault = RealtimeFault(error_on="response.create", error_message="Voice 'marin' is not available")
+    err = await expect_tts_failure(make_settings(realtime), upstreams["TTS"])
     assert_safe(err, upstreams["TTS"], "reported an error", "Voice 'marin' is not available")
 
 
-async def test_tts_early_close(server, upstreams):
-    server.fault = RealtimeFault(close_on="response.create")
-    err = await expect_tts_failure(make_settings(server), upstreams["TTS"])
+async def test_tts_early_close(realtime, upstreams):
+    realtime.fault = RealtimeFault(close_on="response.create")
+    err = await expect_tts_failure(make_settings(realtime), upstreams["TTS"])
     assert_safe(err, upstreams["TTS"], "closed the connection")
 
 
-async def test_tts_silence_times_out(server, upstreams):
-    server.fault = RealtimeFault(silent_on="response.create")
+async def test_tts_silence_times_out(realtime, upstreams):
+    realtime.fault = RealtimeFault(silent_on="response.create")
     began = time.monotonic()
-    err = await expect_tts_failure(make_settings(server), upstreams["TTS"])
+    err = await expect_tts_failure(make_settings(realtime), upstreams["TTS"])
     assert TIMEOUT * 0.9 < time.monotonic() - began
     assert_safe(err, upstreams["TTS"], "did not answer in time")
 
 
-async def test_tts_stall_after_first_audio_hits_the_read_timeout(server, upstreams):
-    server.fault = RealtimeFault(stall_after_first_delta=True)
+async def test_tts_stall_after_first_audio_hits_the_read_timeout(realtime, upstreams):
+    realtime.fault = RealtimeFault(stall_after_first_delta=True)
     began = time.monotonic()
     received = []
     with pytest.raises(UpstreamError) as caught:
-        async for piece in RealtimeSynthesizer(make_settings(server), upstreams["TTS"]).synthesize("Hello there.", VOICE):
+        async for piece in RealtimeSynthesizer(make_settings(realtime), upstreams["TTS"]).synthesize("Hello there.", VOICE):
             received.append(piece)
     elapsed = time.monotonic() - began
     assert len(received) == 1
@@ -434,7 +423,7 @@ async def test_tts_stall_after_first_audio_hits_the_read_timeout(server, upstrea
     assert_safe(caught.value, upstreams["TTS"], "did not answer in time")
 
 
-async def test_tts_failed_response(server, upstreams):
-    server.fault = RealtimeFault(response_failed=True, error_message="insufficient_quota")
-    err = await expect_tts_failure(make_settings(server), upstreams["TTS"])
+async def test_tts_failed_response(realtime, upstreams):
+    realtime.fault = RealtimeFault(response_failed=True, error_message="insufficient_quota")
+    err = await expect_tts_failure(make_settings(realtime), upstreams["TTS"])
     assert_safe(err, upstreams["TTS"], "could not speak the text", "insufficient_quota")

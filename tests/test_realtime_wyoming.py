@@ -19,17 +19,6 @@ from wyoming_openai.settings import load_settings
 
 
 @pytest.fixture
-async def realtime() -> AsyncIterator[RealtimeServer]:
-    server = RealtimeServer(key=TEST_KEY)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-    assert not server.violations, server.violations
-
-
-@pytest.fixture
 async def proxy(realtime: RealtimeServer) -> AsyncIterator[Proxy]:
     settings = load_settings(
         ["--uri", "tcp://127.0.0.1:0", "--stt-realtime-models", "gpt-4o-transcribe", "--tts-realtime-models",

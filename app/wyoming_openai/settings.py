@@ -6,7 +6,6 @@ Precedence, lowest first: built-in default < ``--config`` file < environment < c
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -269,9 +268,6 @@ class Settings:
     tts_sample_rate: int | None
     config_file: str | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)
-
-    def replace(self, **changes: Any) -> Settings:
-        return dataclasses.replace(self, **changes)
 
 
 def build_parser() -> argparse.ArgumentParser:

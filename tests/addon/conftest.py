@@ -36,6 +36,11 @@ SUPERVISOR_TOKEN = "supervisor-token-not-real"
 # The keys these tests hand the add-on are in harness.TEST_SECRETS, which the suite-wide scan of
 # log records (tests/conftest.py) checks; the scripts' own output is checked in the tests.
 
+# Variables the script harness itself passes in, and what bash and bashio add on their own.
+HARNESS = {"PATH", "HOME", "SUPERVISOR_API", "SUPERVISOR_TOKEN", "CACHE_DIR", "RECORD_DIR", "LOG_LEVEL"}
+# LOG_FD: exported by bashio since v0.18 (the file descriptor of its log).
+SHELL_OWN = {"PWD", "OLDPWD", "SHLVL", "_", "LOG_FD"}
+
 requires_tools = pytest.mark.skipif(
     not all(shutil.which(tool) for tool in ("bash", "curl", "jq")),
     reason="the s6 scripts need bash, curl and jq",

@@ -13,13 +13,14 @@ from typing import Any
 
 import aiohttp
 import pytest
-
 from conftest import (
     API_FINISH_SCRIPT,
     API_RUN_SCRIPT,
+    HARNESS,
     HOMEASSISTANT_TOKEN,
     SELF_HOSTNAME,
     SELF_SLUG,
+    SHELL_OWN,
     SUPERVISOR_TOKEN,
     FakeSupervisor,
     ScriptRunner,
@@ -32,9 +33,6 @@ from wyoming_openai.openai_api import config as api_config
 
 pytestmark = requires_tools
 
-HARNESS = {"PATH", "HOME", "SUPERVISOR_API", "SUPERVISOR_TOKEN", "CACHE_DIR", "RECORD_DIR", "LOG_LEVEL"}
-# LOG_FD: exported by bashio since v0.18 (the file descriptor of its log).
-SHELL_OWN = {"PWD", "OLDPWD", "SHLVL", "_", "LOG_FD"}
 
 API_KEY_1 = "test-api-key-not-real-4b8e"
 API_KEY_2 = "test-api-key-not-real-d27a"

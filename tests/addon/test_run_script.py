@@ -11,22 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import (
+    HARNESS,
     RUN_SCRIPT,
+    SHELL_OWN,
     FakeSupervisor,
     ScriptRunner,
     proxy_env_names,
     requires_tools,
 )
+
 from wyoming_openai import settings
 
 pytestmark = requires_tools
 
-# Variables the harness itself passes in, and what bash and bashio add on their own.
-HARNESS = {"PATH", "HOME", "SUPERVISOR_API", "SUPERVISOR_TOKEN", "CACHE_DIR", "RECORD_DIR", "LOG_LEVEL"}
-# LOG_FD: exported by bashio since v0.18 (the file descriptor of its log).
-SHELL_OWN = {"PWD", "OLDPWD", "SHLVL", "_", "LOG_FD"}
 
 KEY_STT = "test-key-not-real-stt-7f3a"
 KEY_TTS = "test-key-not-real-tts-9c1d"
