@@ -32,16 +32,26 @@ async def start_upstream(*flags: str) -> tuple[asyncio.subprocess.Process, str]:
     return process, f"http://127.0.0.1:{port}/v1"
 
 
-async def start_proxy(upstream_url: str, *flags: str) -> tuple[asyncio.subprocess.Process, int]:
-    """The proxy in its own process, pointed at the upstream; returns once it accepts connections."""
+async def start_proxy(
+    upstream_url: str, *flags: str, python: str | None = None
+) -> tuple[asyncio.subprocess.Process, int]:
+    """The proxy in its own process, pointed at the upstream; returns once it accepts connections.
+
+    ``python``: an interpreter with another wyoming_openai installed (an earlier release, to compare
+    against); by default this checkout's package runs.
+    """
     port = free_port()
+    env = {**os.environ, "OPENAI_API_KEY": KEY}
+    if python is None:
+        env["PYTHONPATH"] = str(ROOT / "app")
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wyoming_openai", "--uri", f"tcp://127.0.0.1:{port}",
+        python or sys.executable, "-m", "wyoming_openai", "--uri", f"tcp://127.0.0.1:{port}",
         "--stt-openai-url", upstream_url, "--tts-openai-url", upstream_url, "--log-level", "WARNING", *flags,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "app"), "OPENAI_API_KEY": KEY},
-        cwd="/tmp",  # not the repository root, where the add-on folder shadows the package
+        env=env, cwd="/tmp",  # not the repository root, where the add-on folder shadows the package
     )  # fmt: skip
     for _ in range(400):
+        if process.returncode is not None:
+            raise RuntimeError(f"the proxy exited at start with code {process.returncode}")
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.close()

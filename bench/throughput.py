@@ -1,19 +1,27 @@
 """Throughput under load: the proxy against the same upstream called directly, in one run.
 
     python bench/throughput.py [--clients 200] [--seconds 20] [--latency-ms 300] [--workers 1]
+                               [--baseline NAME=/path/to/other/venv/bin/python ...]
 
 The upstream stand-in answers after --latency-ms with realistic sizes (TTS: ~2.4 s of 24 kHz PCM in a
 WAV; STT: 3 s of 16 kHz audio uploaded). For each of TTS and STT, --clients clients loop for
---seconds: first straight to the upstream (aiohttp, keep-alive), then through the proxy (the wyoming
-client, a new connection per request as Home Assistant does). Meanwhile a prober sends `describe`
-every 20 ms. Prints req/s and latency for both paths, the ratio, describe p99, the proxy's CPU time
-per request, its memory, and how many upstream connections it opened.
+--seconds: first straight to the upstream (aiohttp, keep-alive), then through the proxy (a new
+connection per request, as Home Assistant does; STT audio in Home Assistant's 10 ms chunks, one
+write per event). Meanwhile a prober sends `describe` every 20 ms. Prints req/s and latency for each
+path, the ratio to direct, describe p50/p99, the proxy's CPU time per request, its memory over the
+run, and how many upstream connections it opened.
+
+--baseline runs the wyoming_openai installed for another interpreter through the same load in the
+same run, so before and after are measured side by side: for example 0.8.0 from PyPI
+(`python3.12 -m venv /tmp/v080 && /tmp/v080/bin/pip install wyoming-openai==0.8.0`, then
+`--baseline 0.8.0=/tmp/v080/bin/python`), or an earlier commit installed the same way.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import os
 import resource
 import sys
@@ -24,6 +32,7 @@ import aiohttp
 from wyoming.asr import Transcribe
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
+from wyoming.event import Event, async_read_event, write_event
 from wyoming.tts import Synthesize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +45,25 @@ from common import KEY, percentile, start_proxy, start_upstream, stop  # noqa: E
 TEXT = "The living room lamp is now on, and the kitchen light is off. Good night, sleep well!" + " x" * 17
 STT_AUDIO = tone(3.0, 16000)
 STT_WAV = wav(STT_AUDIO, 16000)
+HA_CHUNK_BYTES = 320  # Home Assistant's assist pipeline hands STT 10 ms of 16 kHz audio at a time
+
+
+def wire(event: Event) -> bytes:
+    """The event encoded once by the wyoming library, so 200 clients cost the load generator little."""
+    buffer = io.BytesIO()
+    write_event(event, buffer)
+    return buffer.getvalue()
+
+
+STT_REQUEST = [
+    wire(Transcribe(language="en").event()),
+    wire(AudioStart(rate=16000, width=2, channels=1).event()),
+    *(
+        wire(AudioChunk(rate=16000, width=2, channels=1, audio=STT_AUDIO[i : i + HA_CHUNK_BYTES]).event())
+        for i in range(0, len(STT_AUDIO), HA_CHUNK_BYTES)
+    ),
+    wire(AudioStop().event()),
+]
 
 
 def own_cpu() -> float:
@@ -71,6 +99,40 @@ async def loop_for(seconds: float, clients: int, request) -> list[float]:
     return latencies
 
 
+async def proxy_tts(port: int) -> None:
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(Synthesize(text=TEXT).event())
+        while (event := await client.read_event()).type != "audio-stop":
+            if event.type == "error":
+                raise RuntimeError(event.data.get("text"))
+
+
+async def proxy_stt(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for event_bytes in STT_REQUEST:  # one write per event, as the wyoming client sends them
+            writer.write(event_bytes)
+        await writer.drain()
+        while (event := await async_read_event(reader)) is not None and event.type != "transcript":
+            if event.type == "error":
+                raise RuntimeError(event.data.get("text"))
+        if event is None:
+            raise RuntimeError("the proxy closed the connection without a transcript")
+    finally:
+        writer.close()
+
+
+async def describe_probe(port: int, done: asyncio.Event) -> list[float]:
+    # In its own process: this one is busy being 200 clients, and would time itself, not the proxy.
+    prober = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "bench" / "describe_probe.py"), str(port),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    await done.wait()
+    output, _ = await prober.communicate(b"stop\n")
+    return [float(line) for line in output.split()]
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=200)
@@ -78,13 +140,30 @@ async def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=300.0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--only", choices=("TTS", "STT"), help="measure one direction only")
+    parser.add_argument(
+        "--baseline", action="append", default=[], metavar="NAME=PYTHON",
+        help="an interpreter whose wyoming_openai runs the same load, labelled NAME (repeatable)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     upstream, url = await start_upstream("--delay-ms", str(args.latency_ms), "--chunk-bytes", "16384")
-    proxy, port = await start_proxy(
-        url, "--tts-voices", "alloy", "--max-connections", "1000", "--stt-backend", "OPENAI", "--tts-backend", "OPENAI",
-        "--workers", str(args.workers),
-    )  # fmt: skip
+    proxies = [(
+        "proxy",
+        *await start_proxy(
+            url, "--tts-voices", "alloy", "--max-connections", "1000", "--stt-backend", "OPENAI",
+            "--tts-backend", "OPENAI", "--workers", str(args.workers),
+        ),
+    )]  # fmt: skip
+    for baseline in args.baseline:
+        label, _, python = baseline.partition("=")
+        proxies.append((
+            label,
+            *await start_proxy(
+                url, "--tts-voices", "alloy", "--stt-openai-key", KEY, "--tts-openai-key", KEY,
+                "--stt-models", "gpt-4o-mini-transcribe", "--tts-models", "gpt-4o-mini-tts", "--stt-backend", "OPENAI",
+                "--tts-backend", "OPENAI", python=python,
+            ),
+        ))  # fmt: skip
 
     connector = aiohttp.TCPConnector(limit=args.clients)
     session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {KEY}"}, connector=connector)
@@ -102,39 +181,9 @@ async def main() -> None:
         async with session.post(f"{url}/audio/transcriptions", data=form) as response:
             await response.json()
 
-    async def proxy_tts() -> None:
-        async with AsyncTcpClient("127.0.0.1", port) as client:
-            await client.write_event(Synthesize(text=TEXT).event())
-            while (event := await client.read_event()).type != "audio-stop":
-                if event.type == "error":
-                    raise RuntimeError(event.data.get("text"))
-
-    chunk_events = [
-        AudioChunk(rate=16000, width=2, channels=1, audio=STT_AUDIO[i : i + 32000]).event() for i in range(0, len(STT_AUDIO), 32000)
-    ]
-
-    async def proxy_stt() -> None:
-        async with AsyncTcpClient("127.0.0.1", port) as client:
-            await client.write_event(Transcribe(language="en").event())
-            await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
-            for event in chunk_events:
-                await client.write_event(event)
-            await client.write_event(AudioStop().event())
-            while (event := await client.read_event()).type != "transcript":
-                if event.type == "error":
-                    raise RuntimeError(event.data.get("text"))
-
-    describe_times: list[float] = []
-
-    async def probe(done: asyncio.Event) -> None:
-        # In its own process: this one is busy being 200 clients, and would time itself, not the proxy.
-        prober = await asyncio.create_subprocess_exec(
-            sys.executable, str(ROOT / "bench" / "describe_probe.py"), str(port),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        await done.wait()
-        output, _ = await prober.communicate(b"stop\n")
-        describe_times.extend(float(line) for line in output.split())
+    async def upstream_connections() -> int:
+        async with session.get(url.removesuffix("/v1") + "/_stats") as response:
+            return (await response.json())["connections"]
 
     rows = []
     try:
@@ -145,50 +194,58 @@ async def main() -> None:
             up0, me0 = process_stats(upstream.pid)[0], own_cpu()
             direct_lat = await loop_for(args.seconds, args.clients, direct)
             up1, me1 = process_stats(upstream.pid)[0], own_cpu()
-            print(f"{name} direct: CPU ms/req upstream {(up1 - up0) / len(direct_lat) * 1000:.2f}, load generator {(me1 - me0) / len(direct_lat) * 1000:.2f}")
-            await loop_for(2, 20, proxied)
-            cpu0, _ = process_stats(proxy.pid)
-            up0, me0 = process_stats(upstream.pid)[0], own_cpu()
-            probing_done = asyncio.Event()
-            prober = asyncio.create_task(probe(probing_done))
-            rss_samples: list[int] = []
+            print(f"{name} direct: CPU ms/req upstream {(up1 - up0) / len(direct_lat) * 1000:.2f}, "
+                  f"load generator {(me1 - me0) / len(direct_lat) * 1000:.2f}")  # fmt: skip
+            rows.append((name, "direct", direct_lat, None))
+            for label, proxy, port in proxies:
+                await loop_for(2, 20, lambda: proxied(port))
+                cpu0, _ = process_stats(proxy.pid)
+                up0, me0 = process_stats(upstream.pid)[0], own_cpu()
+                probing_done = asyncio.Event()
+                prober = asyncio.create_task(describe_probe(port, probing_done))
+                rss_samples: list[int] = []
 
-            async def sample_rss() -> None:
-                while True:
-                    rss_samples.append(process_stats(proxy.pid)[1])
-                    await asyncio.sleep(max(1.0, args.seconds / 12))
+                async def sample_rss() -> None:
+                    while True:
+                        rss_samples.append(process_stats(proxy.pid)[1])  # noqa: B023 - awaited in this iteration
+                        await asyncio.sleep(max(1.0, args.seconds / 12))
 
-            async def upstream_connections() -> int:
-                async with session.get(url.removesuffix("/v1") + "/_stats") as response:
-                    return (await response.json())["connections"]
-
-            connections_before = await upstream_connections()
-            sampler = asyncio.create_task(sample_rss())
-            proxy_lat = await loop_for(args.seconds, args.clients, proxied)
-            sampler.cancel()
-            opened = await upstream_connections() - connections_before  # (this query may add one)
-            print(f"{name} proxy opened {opened} upstream connections for {args.clients} clients")
-            print(f"{name} proxy RSS over the run (MB): " + " ".join(f"{r / 2**20:.0f}" for r in rss_samples))
-            probing_done.set()
-            await prober
-            cpu1, rss = process_stats(proxy.pid)
-            up1, me1 = process_stats(upstream.pid)[0], own_cpu()
-            print(f"{name} proxy: CPU ms/req upstream {(up1 - up0) / len(proxy_lat) * 1000:.2f}, load generator {(me1 - me0) / len(proxy_lat) * 1000:.2f}, proxy {(cpu1 - cpu0) / len(proxy_lat) * 1000:.2f}")
-            rows.append((name, direct_lat, proxy_lat, (cpu1 - cpu0) / max(1, len(proxy_lat)), rss))
+                connections_before = await upstream_connections()
+                sampler = asyncio.create_task(sample_rss())
+                proxy_lat = await loop_for(args.seconds, args.clients, lambda: proxied(port))
+                sampler.cancel()
+                opened = await upstream_connections() - connections_before  # (this query may add one)
+                probing_done.set()
+                describe_times = await prober
+                cpu1, rss = process_stats(proxy.pid)
+                up1, me1 = process_stats(upstream.pid)[0], own_cpu()
+                print(f"{name} {label}: CPU ms/req upstream {(up1 - up0) / len(proxy_lat) * 1000:.2f}, "
+                      f"load generator {(me1 - me0) / len(proxy_lat) * 1000:.2f}; "
+                      f"{opened} upstream connections opened; RSS over the run (MB): "
+                      + " ".join(f"{r / 2**20:.0f}" for r in rss_samples))  # fmt: skip
+                rows.append((name, label, proxy_lat, ((cpu1 - cpu0) / max(1, len(proxy_lat)), rss, opened, describe_times)))
     finally:
         await session.close()
-        await stop(proxy, upstream)
+        await stop(*(proxy for _, proxy, _ in proxies), upstream)
 
     print(f"{args.clients} clients, {args.seconds:g} s each, upstream latency {args.latency_ms:g} ms, workers {args.workers}")
-    print(f"{'':<5}{'direct req/s':>13}{'proxy req/s':>12}{'ratio':>7}{'direct p50':>11}{'proxy p50':>10}{'proxy p99':>10}"
-          f"{'CPU ms/req':>11}{'RSS MB':>8}")  # fmt: skip
-    for name, direct_lat, proxy_lat, cpu, rss in rows:
-        direct_rate, proxy_rate = len(direct_lat) / args.seconds, len(proxy_lat) / args.seconds
-        print(f"{name:<5}{direct_rate:>13.1f}{proxy_rate:>12.1f}{proxy_rate / direct_rate:>7.2f}"
-              f"{percentile(direct_lat, 50) * 1000:>11.1f}{percentile(proxy_lat, 50) * 1000:>10.1f}"
-              f"{percentile(proxy_lat, 99) * 1000:>10.1f}{cpu * 1000:>11.2f}{rss / 2**20:>8.1f}")  # fmt: skip
-    print(f"describe under load: p50 {percentile(describe_times, 50) * 1000:.2f} ms, "
-          f"p99 {percentile(describe_times, 99) * 1000:.2f} ms ({len(describe_times)} probes)")
+    print(f"{'':<14}{'req/s':>8}{'ratio':>7}{'p50 ms':>8}{'p99 ms':>8}{'CPU ms/req':>11}{'RSS MB':>8}"
+          f"{'conns':>7}{'describe p50':>13}{'p99 ms':>8}")  # fmt: skip
+    direct_rate = 0.0
+    for name, label, latencies, proxy_stats in rows:
+        rate = len(latencies) / args.seconds
+        line = f"{name + ' ' + label:<14}{rate:>8.1f}"
+        if proxy_stats is None:
+            direct_rate = rate
+            line += f"{'':>7}"
+        else:
+            line += f"{rate / direct_rate:>7.2f}"
+        line += f"{percentile(latencies, 50) * 1000:>8.1f}{percentile(latencies, 99) * 1000:>8.1f}"
+        if proxy_stats is not None:
+            cpu, rss, opened, describe_times = proxy_stats
+            line += (f"{cpu * 1000:>11.2f}{rss / 2**20:>8.1f}{opened:>7}"
+                     f"{percentile(describe_times, 50) * 1000:>13.2f}{percentile(describe_times, 99) * 1000:>8.2f}")  # fmt: skip
+        print(line)
 
 
 if __name__ == "__main__":

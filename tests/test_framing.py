@@ -13,16 +13,29 @@ from wyoming.info import Describe
 from wyoming.tts import Synthesize
 
 from harness import Client, proxy_port
-from wyoming_openai.framing import Limits, ProtocolError, encode_event, read_event
+from wyoming_openai.framing import EventParser, Limits, ProtocolError, encode_event
 
 LIMITS = Limits(max_event_bytes=4096, max_payload_bytes=8192)
 
 
 def reader_with(data: bytes) -> asyncio.StreamReader:
-    reader = asyncio.StreamReader(limit=LIMITS.max_event_bytes)
+    reader = asyncio.StreamReader()
     reader.feed_data(data)
     reader.feed_eof()
     return reader
+
+
+def parse(wire: bytes, cuts: list[int] = ()) -> list[Event]:
+    """Every event in ``wire``, fed to one parser in pieces cut at ``cuts``; raises its error."""
+    parser = EventParser(LIMITS)
+    events = []
+    bounds = [0, *sorted(c % (len(wire) + 1) for c in cuts), len(wire)]
+    for start, end in zip(bounds, bounds[1:]):
+        events += parser.feed(wire[start:end])
+    parser.end()
+    if parser.error is not None:
+        raise parser.error
+    return events
 
 
 json_values = st.recursive(
@@ -39,23 +52,31 @@ events = st.builds(
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(events, max_size=5))
-async def test_what_we_write_the_library_reads_and_so_do_we(sequence):
+@given(st.lists(events, max_size=5), st.lists(st.integers(min_value=0), max_size=12))
+async def test_what_we_write_the_library_reads_and_so_do_we_however_it_is_cut(sequence, cuts):
     wire = b"".join(encode_event(e) for e in sequence)
-    theirs, ours = reader_with(wire), reader_with(wire)
-    for sent in sequence:
-        for received in (await async_read_event(theirs), await read_event(ours, LIMITS)):
+    theirs, ours = reader_with(wire), parse(wire, cuts)
+    assert len(ours) == len(sequence)
+    for sent, received_by_us in zip(sequence, ours):
+        for received in (await async_read_event(theirs), received_by_us):
             assert (received.type, received.data, received.payload or None) == (sent.type, sent.data, sent.payload)
-    assert await read_event(ours, LIMITS) is None
+
+
+def test_repeated_headers_give_each_event_its_own_data():
+    chunk = Event(type="audio-chunk", data={"rate": 16000, "width": 2, "channels": 1}, payload=b"ab")
+    inline = b'{"type": "x", "data": {"n": 1}}\n'
+    first, second, third, fourth = parse(encode_event(chunk) * 2 + inline * 2)
+    first.data["rate"] = 8000
+    third.data["n"] = 2
+    assert second.data == {"rate": 16000, "width": 2, "channels": 1} and second.payload == b"ab"
+    assert fourth.data == {"n": 1}
 
 
 @settings(max_examples=300)
-@given(st.binary(max_size=600))
-async def test_garbage_never_escapes_as_anything_but_protocol_error(data):
-    reader = reader_with(data)
+@given(st.binary(max_size=600), st.lists(st.integers(min_value=0), max_size=5))
+async def test_garbage_never_escapes_as_anything_but_protocol_error(data, cuts):
     try:
-        while await read_event(reader, LIMITS) is not None:
-            pass
+        parse(data, cuts)
     except ProtocolError:
         pass
 
@@ -79,14 +100,19 @@ async def test_garbage_never_escapes_as_anything_but_protocol_error(data):
 )
 async def test_bad_framing_is_named(wire, message):
     with pytest.raises(ProtocolError, match=message):
-        await read_event(reader_with(wire), LIMITS)
+        parse(wire)
+
+
+def test_events_before_bad_framing_still_count():
+    parser = EventParser(LIMITS)
+    events = parser.feed(encode_event(Describe().event()) + b"not json\n" + encode_event(Describe().event()))
+    assert [e.type for e in events] == ["describe"] and "not valid JSON" in str(parser.error)
+    assert parser.feed(encode_event(Describe().event())) == []  # a broken stream stays broken
 
 
 async def test_blank_lines_between_events_are_fine():
     wire = b"\n\n" + encode_event(Describe().event()) + b"\n"
-    reader = reader_with(wire)
-    assert (await read_event(reader, LIMITS)).type == "describe"
-    assert await read_event(reader, LIMITS) is None
+    assert [e.type for e in parse(wire)] == ["describe"]
 
 
 async def raw_exchange(port: int, data: bytes, wait: float = 5.0) -> bytes:
@@ -173,3 +199,22 @@ async def test_busy_connections_are_not_evicted(start_proxy, upstream):
     for client in busy:  # and the busy ones are served in full
         await client.read_until("audio-stop")
         await client.__aexit__(None, None, None)
+
+
+async def test_a_client_that_never_reads_is_pushed_back_not_buffered(start_proxy):
+    proxy = await start_proxy()
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
+    batch = encode_event(Describe().event()) * 1000  # each answered with the whole info
+    sent = 0
+    with pytest.raises(TimeoutError):  # the proxy stops reading: the client's writes block
+        while sent < 20 * 2**20:
+            writer.write(batch)
+            async with asyncio.timeout(2):
+                await writer.drain()
+            sent += len(batch)
+    (connection,) = proxy.server._connections.values()
+    assert connection.transport.get_write_buffer_size() < 2**20  # and holds little of what it owes
+    async with Client(proxy_port(proxy)) as client:  # while others are served
+        await client.send(Describe().event())
+        assert (await client.read()).type == "info"
+    writer.close()

@@ -13,11 +13,13 @@ import time
 import pytest
 from wyoming.asr import Transcribe
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.event import async_read_event
 from wyoming.info import Describe
 from wyoming.tts import Synthesize
 
 from audio_samples import tone
 from harness import APP, Client
+from wyoming_openai.framing import encode_event
 
 KEY = "test-secret-key-7d2f9b"
 URL_PASSWORD = "url-password-41c8e"
@@ -179,3 +181,38 @@ async def test_several_workers_share_the_port_and_stop_together(tmp_path, upstre
     assert returncode == 0, output
     assert output.count("serving on") == 2  # two servers answered on one port
     assert "Traceback" not in output
+
+
+async def test_stdio_serves_one_client_on_stdin_and_stdout(tmp_path, upstream):
+    upstream.key = KEY
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "wyoming_openai", "--uri", "stdio://",
+        env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(APP), "STT_OPENAI_URL": upstream.url,
+             "TTS_OPENAI_URL": upstream.url, "OPENAI_API_KEY": KEY},
+        cwd=tmp_path, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _launched.append(process)
+    audio = tone(0.5, 16000)
+    wire = b"".join(
+        encode_event(e)
+        for e in (
+            Describe().event(),
+            Transcribe(language="en").event(),
+            AudioStart(rate=16000, width=2, channels=1).event(),
+            *(AudioChunk(rate=16000, width=2, channels=1, audio=audio[i : i + 320]).event() for i in range(0, len(audio), 320)),
+            AudioStop().event(),
+        )
+    )
+    for start in range(0, len(wire), 777):  # pieces that cut events anywhere
+        process.stdin.write(wire[start : start + 777])
+        await process.stdin.drain()
+    received = []
+    while not received or received[-1].type != "transcript":
+        event = await asyncio.wait_for(async_read_event(process.stdout), 10)
+        assert event is not None, "stdout ended early"
+        received.append(event)
+    assert [e.type for e in received] == ["info", "transcript"]
+    assert received[1].data["text"].startswith(f"{len(audio) // 2} frames at 16000 Hz")  # all the audio arrived
+    process.stdin.close()  # the client's end: the server stops
+    await asyncio.wait_for(process.wait(), 10)
+    assert process.returncode == 0, (await process.stderr.read()).decode()

@@ -1,13 +1,15 @@
-"""Wyoming's wire format, read with limits and written in one piece.
+"""Wyoming's wire format, parsed with limits and written in one piece.
 
 The ``wyoming`` library's reader trusts ``data_length`` and ``payload_length`` and so would allocate
-whatever a client claims; ours checks both against limits before reading a byte of them. Writing
-joins header, data and payload into one buffer: one socket write per event.
+whatever a client claims; ours checks both against limits before buffering a byte of them. It is
+incremental (bytes in, whole events out), so one read from the socket that holds many events costs
+one pass, and it remembers the last header and data block: Home Assistant sends 100 audio chunks a
+second whose header and data repeat byte for byte, and parsing them again would dominate the cost
+of speech-to-text. Writing joins header, data and payload into one buffer: one socket write per event.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -33,38 +35,107 @@ class Limits:
 _NEWLINE = b"\n"
 
 
-async def read_event(reader: asyncio.StreamReader, limits: Limits) -> Event | None:
-    """The next event, or None at a clean end of stream. Raises ProtocolError for bad framing."""
-    line = b""
-    while not line.strip():  # tolerate blank lines between events
+@dataclass(frozen=True)
+class _Header:
+    type: str
+    data: dict[str, Any]  # data given inside the header line (older clients); copied per event
+    data_length: int
+    payload_length: int
+
+
+class EventParser:
+    """Bytes in, complete events out, in order; on bad framing, ``error`` says what and parsing stops."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._buffer = bytearray()
+        self._header: _Header | None = None  # read, waiting for its data and payload
+        self._last_line = b""
+        self._last_header: _Header | None = None
+        self._last_data_bytes = b""
+        self._last_data: dict[str, Any] | None = None  # only kept when every value is a scalar
+        self.error: ProtocolError | None = None
+
+    @property
+    def mid_event(self) -> bool:
+        """True when part of an event has arrived but not all of it."""
+        return self._header is not None or bool(self._buffer.strip())
+
+    def end(self) -> None:
+        """The stream has ended: an event cut short is an error."""
+        if self.error is None and self.mid_event:
+            part = "event" if self._header is not None else "event header"
+            self.error = ProtocolError(f"connection closed in the middle of an {part}")
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        """The events ``chunk`` completes. On bad framing, those before it and ``error`` is set: the
+        stream is broken and nothing more is parsed."""
+        if self.error is not None:
+            return []
+        buffer = self._buffer
+        buffer += chunk
+        events: list[Event] = []
+        position = 0
         try:
-            line = await reader.readuntil(_NEWLINE)
-        except asyncio.IncompleteReadError as err:
-            if err.partial.strip():
-                raise ProtocolError("connection closed in the middle of an event header") from None
-            return None
-        except asyncio.LimitOverrunError:
-            raise ProtocolError(f"event header longer than {limits.max_event_bytes} bytes") from None
+            while True:
+                header = self._header
+                if header is None:
+                    newline = buffer.find(_NEWLINE, position)
+                    if (newline if newline >= 0 else len(buffer)) - position > self.limits.max_event_bytes:
+                        raise ProtocolError(f"event header longer than {self.limits.max_event_bytes} bytes")
+                    if newline < 0:
+                        break
+                    line = buffer[position:newline]
+                    position = newline + 1
+                    if not line.strip():  # tolerate blank lines between events
+                        continue
+                    header = self._header = self._parse_header(line)
+                body_end = position + header.data_length + header.payload_length
+                if len(buffer) < body_end:
+                    break
+                data = dict(header.data)
+                if header.data_length:
+                    data.update(self._parse_data(buffer[position : position + header.data_length]))
+                payload = bytes(buffer[position + header.data_length : body_end]) if header.payload_length else None
+                position = body_end
+                self._header = None
+                events.append(Event(type=header.type, data=data, payload=payload))
+        except ProtocolError as err:
+            self.error = err
+            buffer.clear()
+            return events
+        del buffer[:position]
+        return events
 
-    header = _parse_json_object(line, "event header")
-    event_type = header.get("type")
-    if not isinstance(event_type, str) or not event_type:
-        raise ProtocolError("event header has no type")
-    data = header.get("data")
-    if data is None:
-        data = {}
-    elif not isinstance(data, dict):
-        raise ProtocolError("event data is not a JSON object")
+    def _parse_header(self, line: bytearray) -> _Header:
+        if line == self._last_line and self._last_header is not None:
+            return self._last_header
+        fields = _parse_json_object(line, "event header")
+        event_type = fields.get("type")
+        if not isinstance(event_type, str) or not event_type:
+            raise ProtocolError("event header has no type")
+        data = fields.get("data")
+        if data is None:
+            data = {}
+        elif not isinstance(data, dict):
+            raise ProtocolError("event data is not a JSON object")
+        header = _Header(
+            event_type,
+            data,
+            _length(fields, "data_length", self.limits.max_event_bytes),
+            _length(fields, "payload_length", self.limits.max_payload_bytes),
+        )
+        if not any(isinstance(value, (dict, list)) for value in data.values()):  # safe to hand out copies
+            self._last_line, self._last_header = bytes(line), header
+        return header
 
-    data_length = _length(header, "data_length", limits.max_event_bytes)
-    payload_length = _length(header, "payload_length", limits.max_payload_bytes)
-    try:
-        if data_length:
-            data.update(_parse_json_object(await reader.readexactly(data_length), "event data"))
-        payload = await reader.readexactly(payload_length) if payload_length else None
-    except asyncio.IncompleteReadError:
-        raise ProtocolError("connection closed in the middle of an event") from None
-    return Event(type=event_type, data=data, payload=payload)
+    def _parse_data(self, raw: bytearray) -> dict[str, Any]:
+        if raw == self._last_data_bytes and self._last_data is not None:
+            return self._last_data
+        data = _parse_json_object(raw, "event data")
+        if not any(isinstance(value, (dict, list)) for value in data.values()):
+            self._last_data_bytes, self._last_data = bytes(raw), data
+        return data
 
 
 def _length(header: dict[str, Any], key: str, limit: int) -> int:
@@ -78,7 +149,7 @@ def _length(header: dict[str, Any], key: str, limit: int) -> int:
     return value
 
 
-def _parse_json_object(raw: bytes, what: str) -> dict[str, Any]:
+def _parse_json_object(raw: bytes | bytearray, what: str) -> dict[str, Any]:
     try:
         parsed = json.loads(raw)
     except (ValueError, UnicodeDecodeError):

@@ -31,6 +31,7 @@ from .tts import Synthesizer
 from .upstream import UpstreamError
 
 if TYPE_CHECKING:
+    from .connection import Connection
     from .realtime import RealtimeTranscription
 
 _LOGGER = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class Services:
 
 
 class Handler:
-    def __init__(self, services: Services, writer: asyncio.StreamWriter, peer: str) -> None:
+    def __init__(self, services: Services, writer: Connection, peer: str) -> None:
         self.services = services
         self.writer = writer
         self.peer = peer
@@ -72,6 +73,24 @@ class Handler:
         self.audio_samples = 0
 
     # --- dispatch ----------------------------------------------------------------------------
+
+    def handle_now(self, event: Event) -> bool:
+        """Handle, as it is read, an event that needs no waiting; False: it must go through handle_event.
+
+        Only called while this handler waits for its next event, so order is kept. Audio chunks are
+        most of what a client sends: keeping them here skips a queue and a task switch per 10 ms.
+        """
+        kind = event.type
+        if kind == "audio-chunk":
+            utterance, payload = self.utterance, event.payload
+            if utterance is None or self.live is not None or not payload or not utterance.has_room(len(payload)):
+                return False
+            utterance.add(payload)
+            return True
+        if kind == "describe":
+            self.writer.write(self.services.catalog.info_bytes)
+            return True
+        return False
 
     async def handle_event(self, event: Event) -> bool:
         """Act on one event; False closes the connection."""

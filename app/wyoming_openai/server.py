@@ -12,15 +12,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from wyoming.error import Error
-from wyoming.event import Event
 
-from .framing import Limits, ProtocolError, encode_event, read_event
+from .connection import Connection, IdleTimeout
+from .framing import Limits, ProtocolError, encode_event
 from .handler import Handler, Services
 
 _LOGGER = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 5.0  # seconds in-flight requests get to finish after SIGTERM
-EVENT_BACKLOG = 64  # events read ahead of the handler; beyond it, TCP pushes back on the client
 # Events whose handling waits on the upstream: while they run, a client that hangs up cancels them.
 SLOW_EVENTS = frozenset({"audio-stop", "synthesize", "synthesize-stop"})
 
@@ -32,7 +31,8 @@ class WyomingServer:
         settings = services.settings
         self.limits = Limits(settings.max_event_bytes, settings.max_payload_bytes)
         self._server: asyncio.AbstractServer | None = None
-        self._connections: dict[asyncio.Task, _Connection] = {}
+        self._connections: dict[asyncio.Task, Connection] = {}
+        self._sweeper: asyncio.Task | None = None
         self._zeroconf = None
 
     @property
@@ -44,17 +44,17 @@ class WyomingServer:
     async def start(self) -> None:
         """Listen (returns at once); stdio:// serves one client until stdin ends, in serve_stdio()."""
         uri = urlsplit(self.services.settings.uri)
+        loop = asyncio.get_running_loop()
         if uri.scheme == "tcp":
-            self._server = await asyncio.start_server(
-                self._on_connection, host=uri.hostname, port=uri.port, limit=self.limits.max_event_bytes,
-                backlog=self._backlog(), reuse_port=self.reuse_port or None,
-            )
+            self._server = await loop.create_server(
+                self._new_connection, host=uri.hostname, port=uri.port, backlog=self._backlog(),
+                reuse_port=self.reuse_port or None,
+            )  # fmt: skip
         elif uri.scheme == "unix":
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(uri.path)
-            self._server = await asyncio.start_unix_server(
-                self._on_connection, path=uri.path, limit=self.limits.max_event_bytes, backlog=self._backlog()
-            )
+            self._server = await loop.create_unix_server(self._new_connection, path=uri.path, backlog=self._backlog())
+        self._sweeper = asyncio.create_task(self._sweep_idle(), name="idle sweeper")
         if self.services.settings.zeroconf and self.port:
             await self._announce(self.services.settings.zeroconf, self.port)
 
@@ -65,11 +65,24 @@ class WyomingServer:
 
     async def serve_stdio(self) -> None:
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=self.limits.max_event_bytes)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, sys.stdout)
-        writer = asyncio.StreamWriter(transport, protocol, None, loop)
-        await self._on_connection(reader, writer)
+        connection = Connection(self.limits)
+        await loop.connect_write_pipe(connection.write_side, sys.stdout)
+        await loop.connect_read_pipe(lambda: connection, sys.stdin)
+        await self._serve(connection)
+
+    def _new_connection(self) -> Connection:
+        return Connection(self.limits, on_open=lambda c: asyncio.ensure_future(self._serve(c)))
+
+    async def _sweep_idle(self) -> None:
+        """Time out clients that have sent nothing for too long: one timer for all, not one per event."""
+        timeout = self.services.settings.idle_timeout
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(1.0, timeout / 4))
+            now = loop.time()
+            for connection in list(self._connections.values()):
+                if connection.idle_since is not None and now - connection.idle_since >= timeout:
+                    connection.time_out()
 
     async def _announce(self, name: str, port: int) -> None:
         try:
@@ -88,9 +101,11 @@ class WyomingServer:
         """Stop accepting, let in-flight requests finish for ``grace`` seconds, then cut them."""
         if self._server is not None:
             self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for connection in self._connections.values():
             if connection.idle_since is not None:  # nothing in flight: no reason to wait for it
-                connection.writer.close()
+                connection.close()
         if self._connections:
             _LOGGER.info("Waiting up to %g s for %d connection(s)", grace, len(self._connections))
             _, pending = await asyncio.wait(set(self._connections), timeout=grace)
@@ -102,73 +117,58 @@ class WyomingServer:
             with contextlib.suppress(Exception):
                 await self._zeroconf._aiozc.async_close()
 
-    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = _peer_name(writer)
+    async def _serve(self, connection: Connection) -> None:
+        peer = _peer_name(connection)
         settings = self.services.settings
         if len(self._connections) >= settings.max_connections and not self._evict_idle():
             _LOGGER.warning("Refusing %s: %d clients already connected and busy", peer, len(self._connections))
-            await _close_with_error(writer, "server busy: too many connections", "Busy")
-            writer.close()
+            await _close_with_error(connection, "server busy: too many connections", "Busy")
+            connection.close()
             return
         task = asyncio.current_task()
         assert task is not None
-        connection = _Connection(writer)
         self._connections[task] = connection
-        handler = Handler(self.services, writer, peer)
-        events: asyncio.Queue[Event | BaseException | None] = asyncio.Queue(maxsize=EVENT_BACKLOG)
-        pump = asyncio.create_task(self._pump(reader, events), name="wyoming reader")
+        handler = Handler(self.services, connection, peer)
+        connection.handle_now = handler.handle_now
+        loop = asyncio.get_running_loop()
         _LOGGER.debug("%s connected", peer)
         try:
             while True:
-                connection.idle_since = asyncio.get_running_loop().time()
-                try:
-                    async with asyncio.timeout(settings.idle_timeout):
-                        item = await events.get()
-                except TimeoutError:
-                    _LOGGER.info("%s idle for %g s: disconnecting", peer, settings.idle_timeout)
-                    await _close_with_error(writer, f"idle for {settings.idle_timeout:g} s", "Timeout")
+                connection.idle_since = loop.time()
+                event = await connection.next_event()
+                if event is None:
                     break
-                if item is None:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
                 connection.idle_since = None
-                if item.type in SLOW_EVENTS:
-                    keep_going = await _unless_client_leaves(handler.handle_event(item), pump, peer)
+                if event.type in SLOW_EVENTS:
+                    keep_going = await _unless_client_leaves(handler.handle_event(event), connection.left, peer)
                 else:
-                    keep_going = await handler.handle_event(item)
+                    keep_going = await handler.handle_event(event)
                 if not keep_going:
                     break
+        except IdleTimeout:
+            _LOGGER.info("%s idle for %g s: disconnecting", peer, settings.idle_timeout)
+            await _close_with_error(connection, f"idle for {settings.idle_timeout:g} s", "Timeout")
         except ProtocolError as err:
             _LOGGER.warning("%s: %s; closing", peer, err)
-            await _close_with_error(writer, str(err), "ProtocolError")
-        except (ConnectionError, asyncio.IncompleteReadError):
+            await _close_with_error(connection, str(err), "ProtocolError")
+        except ConnectionError:
             _LOGGER.debug("%s disconnected", peer)  # health checks do this every 30 s: not news
         except asyncio.CancelledError:
             _LOGGER.info("%s: cut off by shutdown", peer)
-            await _close_with_error(writer, "server shutting down", "Shutdown")
+            await _close_with_error(connection, "server shutting down", "Shutdown")
         except Exception:  # noqa: BLE001 - one connection's bug must not take the server down
             _LOGGER.exception("%s: unexpected failure", peer)
-            await _close_with_error(writer, "internal error in the proxy (see its log)", "InternalError")
+            await _close_with_error(connection, "internal error in the proxy (see its log)", "InternalError")
         finally:
             self._connections.pop(task, None)
-            pump.cancel()
+            connection.idle_since = None
+            connection.handle_now = lambda event: False
             await handler.disconnect()
-            writer.close()
+            connection.close()
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1.0):
-                    await writer.wait_closed()
+                    await connection.wait_closed()
             _LOGGER.debug("%s closed", peer)
-
-    async def _pump(self, reader: asyncio.StreamReader, events: asyncio.Queue) -> None:
-        """Read ahead of the handler, so a client that leaves is noticed while its request runs."""
-        try:
-            while (event := await read_event(reader, self.limits)) is not None:
-                await events.put(event)
-        except (ProtocolError, ConnectionError, asyncio.IncompleteReadError) as err:
-            await events.put(err)
-            return
-        await events.put(None)
 
     def _evict_idle(self) -> bool:
         """Make room by closing the connection that has waited longest without a request."""
@@ -178,25 +178,16 @@ class WyomingServer:
         oldest = min(idle, key=lambda c: c.idle_since)  # type: ignore[arg-type, return-value]
         oldest.evicted = True
         with contextlib.suppress(Exception):
-            oldest.writer.write(encode_event(Error(text="closed to make room for another client", code="Busy").event()))
-        oldest.writer.close()
+            oldest.write(encode_event(Error(text="closed to make room for another client", code="Busy").event()))
+        oldest.close()
         return True
 
 
-class _Connection:
-    __slots__ = ("writer", "idle_since", "evicted")
-
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
-        self.idle_since: float | None = None  # loop time it began waiting for a request
-        self.evicted = False
-
-
-async def _unless_client_leaves(work: Coroutine[Any, Any, bool], pump: asyncio.Task, peer: str) -> bool:
+async def _unless_client_leaves(work: Coroutine[Any, Any, bool], left: asyncio.Future, peer: str) -> bool:
     """Run a request; if the client hangs up meanwhile, cancel it (and its upstream call)."""
     task = asyncio.ensure_future(work)
     try:
-        await asyncio.wait({task, pump}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, left}, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
         task.cancel()
         raise
@@ -209,15 +200,15 @@ async def _unless_client_leaves(work: Coroutine[Any, Any, bool], pump: asyncio.T
     return False
 
 
-def _peer_name(writer: asyncio.StreamWriter) -> str:
-    peer = writer.get_extra_info("peername")
+def _peer_name(connection: Connection) -> str:
+    peer = connection.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
         return f"{peer[0]}:{peer[1]}"
     return "client"
 
 
-async def _close_with_error(writer: asyncio.StreamWriter, text: str, code: str) -> None:
+async def _close_with_error(connection: Connection, text: str, code: str) -> None:
     with contextlib.suppress(Exception):
-        writer.write(encode_event(Error(text=text, code=code).event()))
+        connection.write(encode_event(Error(text=text, code=code).event()))
         async with asyncio.timeout(1.0):
-            await writer.drain()
+            await connection.drain()

@@ -31,8 +31,11 @@ class Utterance:
         self._pcm = bytearray()
         self._size = 0
 
+    def has_room(self, size: int) -> bool:
+        return self._size + size <= self._max_bytes
+
     def add(self, pcm: bytes) -> None:
-        if self._size + len(pcm) > self._max_bytes:
+        if not self.has_room(len(pcm)):
             raise UtteranceTooLong(f"utterance longer than the {self.max_seconds:g} s allowed (--stt-max-seconds)")
         self._size += len(pcm)
         if self.keep:
