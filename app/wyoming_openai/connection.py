@@ -16,7 +16,7 @@ from typing import Any
 
 from wyoming.event import Event
 
-from .framing import EventParser, Limits, ProtocolError
+from .framing import EventParser, Limits
 
 EVENT_BACKLOG = 64  # events read ahead of the handler; beyond it, TCP pushes back on the client
 
