@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from wyoming.event import Event
@@ -57,18 +57,9 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         events = self.parser.feed(data)
-        if events and self._waiter is not None and not self._writing_paused:
-            # The handler is idle: what it would do at once, do here, until something must wait.
+        if events and self._waiter is not None:  # the handler is idle: what it would do at once, do here
             self.idle_since = self._loop.time()
-            taken = 0
-            for event in events:
-                try:
-                    if self._writing_paused or not self.handle_now(event):  # (a write may pause writing)
-                        break
-                except Exception:  # noqa: BLE001 - let the handler meet it again and report it
-                    break
-                taken += 1
-            events = events[taken:]
+            events = events[self._handle_now(events) :]
         self._events.extend(events)
         if self._events or self.parser.error is not None:
             self._wake()
@@ -106,9 +97,20 @@ class Connection(asyncio.Protocol):
     # --- for the handler --------------------------------------------------------------------
 
     async def next_event(self) -> Event | None:
-        """The next event in order; None once the client has ended its stream. Raises
-        ProtocolError for bad framing and IdleTimeout when ``time_out()`` was called."""
-        while not self._events:
+        """The next event in order that needs the handler's full attention; None once the client
+        has ended its stream. Raises ProtocolError for bad framing, IdleTimeout after time_out()."""
+        while True:
+            if self._events:
+                # Events that queued up behind a request (an utterance's chunks behind its audio-start).
+                taken = self._handle_now(self._events)
+                for _ in range(taken):
+                    self._events.popleft()
+                if self._reading_paused and len(self._events) < EVENT_BACKLOG // 2:
+                    self._reading_paused = False
+                    if not self.lost:
+                        self.transport.resume_reading()  # type: ignore[union-attr]
+                if self._events:
+                    return self._events.popleft()
             if self.parser.error is not None:
                 raise self.parser.error
             if self._timed_out:
@@ -120,12 +122,6 @@ class Connection(asyncio.Protocol):
                 await self._waiter
             finally:
                 self._waiter = None
-        event = self._events.popleft()
-        if self._reading_paused and len(self._events) < EVENT_BACKLOG // 2:
-            self._reading_paused = False
-            if not self.lost:
-                self.transport.resume_reading()  # type: ignore[union-attr]
-        return event
 
     def time_out(self) -> None:
         """Make the waiting handler give up (see next_event)."""
@@ -158,6 +154,18 @@ class Connection(asyncio.Protocol):
         return _WriteSide(self)
 
     # --- plumbing ---------------------------------------------------------------------------
+
+    def _handle_now(self, events: Iterable[Event]) -> int:
+        """How many of ``events``, from the first, handle_now took."""
+        taken = 0
+        for event in events:
+            try:
+                if self._writing_paused or not self.handle_now(event):  # (a write may pause writing)
+                    break
+            except Exception:  # noqa: BLE001 - let the handler meet it again and report it
+                break
+            taken += 1
+        return taken
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():

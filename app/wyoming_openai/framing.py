@@ -80,26 +80,36 @@ class EventParser:
             while True:
                 header = self._header
                 if header is None:
-                    newline = buffer.find(_NEWLINE, position)
-                    if (newline if newline >= 0 else len(buffer)) - position > self.limits.max_event_bytes:
-                        raise ProtocolError(f"event header longer than {self.limits.max_event_bytes} bytes")
-                    if newline < 0:
-                        break
-                    line = buffer[position:newline]
-                    position = newline + 1
-                    if not line.strip():  # tolerate blank lines between events
-                        continue
-                    header = self._header = self._parse_header(line)
-                body_end = position + header.data_length + header.payload_length
+                    last_line = self._last_line
+                    if last_line and buffer.startswith(last_line, position):  # the header seen last time
+                        header = self._last_header
+                        position += len(last_line)
+                    else:
+                        newline = buffer.find(_NEWLINE, position)
+                        if (newline if newline >= 0 else len(buffer)) - position > self.limits.max_event_bytes:
+                            raise ProtocolError(f"event header longer than {self.limits.max_event_bytes} bytes")
+                        if newline < 0:
+                            break
+                        line = buffer[position : newline + 1]
+                        position = newline + 1
+                        if not line.strip():  # tolerate blank lines between events
+                            continue
+                        header = self._parse_header(line)
+                    self._header = header
+                data_end = position + header.data_length
+                body_end = data_end + header.payload_length
                 if len(buffer) < body_end:
                     break
-                data = dict(header.data)
-                if header.data_length:
-                    data.update(self._parse_data(buffer[position : position + header.data_length]))
-                payload = bytes(buffer[position + header.data_length : body_end]) if header.payload_length else None
+                if not header.data_length:
+                    data = dict(header.data)
+                elif header.data_length == len(self._last_data_bytes) and buffer.startswith(self._last_data_bytes, position):
+                    data = {**header.data, **self._last_data}  # type: ignore[dict-item]
+                else:
+                    data = {**header.data, **self._parse_data(buffer[position:data_end])}
+                payload = bytes(buffer[data_end:body_end]) if header.payload_length else None
                 position = body_end
                 self._header = None
-                events.append(Event(type=header.type, data=data, payload=payload))
+                events.append(Event(header.type, data, payload))
         except ProtocolError as err:
             self.error = err
             buffer.clear()
@@ -108,8 +118,7 @@ class EventParser:
         return events
 
     def _parse_header(self, line: bytearray) -> _Header:
-        if line == self._last_line and self._last_header is not None:
-            return self._last_header
+        """``line`` with its newline; remembered when it can be reused as is."""
         fields = _parse_json_object(line, "event header")
         event_type = fields.get("type")
         if not isinstance(event_type, str) or not event_type:
@@ -130,10 +139,8 @@ class EventParser:
         return header
 
     def _parse_data(self, raw: bytearray) -> dict[str, Any]:
-        if raw == self._last_data_bytes and self._last_data is not None:
-            return self._last_data
         data = _parse_json_object(raw, "event data")
-        if not any(isinstance(value, (dict, list)) for value in data.values()):
+        if not any(isinstance(value, (dict, list)) for value in data.values()):  # safe to hand out copies
             self._last_data_bytes, self._last_data = bytes(raw), data
         return data
 
