@@ -212,7 +212,7 @@ async def test_a_client_that_never_reads_is_pushed_back_not_buffered(start_proxy
             async with asyncio.timeout(2):
                 await writer.drain()
             sent += len(batch)
-    (connection,) = proxy.server._connections.values()
+    (connection,) = proxy.server._connections
     assert connection.transport.get_write_buffer_size() < 2**20  # and holds little of what it owes
     async with Client(proxy_port(proxy)) as client:  # while others are served
         await client.send(Describe().event())

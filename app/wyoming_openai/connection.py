@@ -34,6 +34,7 @@ class Connection(asyncio.Protocol):
         self._write_transport: asyncio.WriteTransport | None = None
         self._events: deque[Event] = deque()
         self._waiter: asyncio.Future | None = None  # the handler waiting, with nothing queued
+        self._handler_idle = True  # between events: what it would do at once may be done in place
         self._reading_paused = False
         self._writing_paused = False
         self._drain_waiters: list[asyncio.Future] = []
@@ -57,7 +58,7 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         events = self.parser.feed(data)
-        if events and self._waiter is not None:  # the handler is idle: what it would do at once, do here
+        if events and self._handler_idle and not self._events:  # what the handler would do at once, do here
             self.idle_since = self._loop.time()
             events = events[self._handle_now(events) :]
         self._events.extend(events)
@@ -99,6 +100,7 @@ class Connection(asyncio.Protocol):
     async def next_event(self) -> Event | None:
         """The next event in order that needs the handler's full attention; None once the client
         has ended its stream. Raises ProtocolError for bad framing, IdleTimeout after time_out()."""
+        self._handler_idle = True
         while True:
             if self._events:
                 # Events that queued up behind a request (an utterance's chunks behind its audio-start).
@@ -110,6 +112,7 @@ class Connection(asyncio.Protocol):
                     if not self.lost:
                         self.transport.resume_reading()  # type: ignore[union-attr]
                 if self._events:
+                    self._handler_idle = False
                     return self._events.popleft()
             if self.parser.error is not None:
                 raise self.parser.error

@@ -31,7 +31,8 @@ class WyomingServer:
         settings = services.settings
         self.limits = Limits(settings.max_event_bytes, settings.max_payload_bytes)
         self._server: asyncio.AbstractServer | None = None
-        self._connections: dict[asyncio.Task, Connection] = {}
+        self._connections: dict[Connection, asyncio.Task] = {}
+        self._refusals: set[asyncio.Task] = set()
         self._sweeper: asyncio.Task | None = None
         self._zeroconf = None
 
@@ -68,10 +69,26 @@ class WyomingServer:
         connection = Connection(self.limits)
         await loop.connect_write_pipe(connection.write_side, sys.stdout)
         await loop.connect_read_pipe(lambda: connection, sys.stdin)
-        await self._serve(connection)
+        self._admit(connection)
+        await self._connections[connection]
 
     def _new_connection(self) -> Connection:
-        return Connection(self.limits, on_open=lambda c: asyncio.ensure_future(self._serve(c)))
+        return Connection(self.limits, on_open=self._admit)
+
+    def _admit(self, connection: Connection) -> None:
+        """Take a client on as it connects: from here on, what needs no waiting is answered at once,
+        even before its task first runs (a ``describe`` under load then costs one loop turn, not three)."""
+        peer = _peer_name(connection)
+        if len(self._connections) >= self.services.settings.max_connections and not self._evict_idle():
+            _LOGGER.warning("Refusing %s: %d clients already connected and busy", peer, len(self._connections))
+            refusal = asyncio.ensure_future(_refuse(connection))
+            self._refusals.add(refusal)
+            refusal.add_done_callback(self._refusals.discard)
+            return
+        handler = Handler(self.services, connection, peer)
+        connection.handle_now = handler.handle_now
+        connection.idle_since = asyncio.get_running_loop().time()
+        self._connections[connection] = asyncio.ensure_future(self._serve(connection, handler, peer))
 
     async def _sweep_idle(self) -> None:
         """Time out clients that have sent nothing for too long: one timer for all, not one per event."""
@@ -80,7 +97,7 @@ class WyomingServer:
         while True:
             await asyncio.sleep(min(1.0, timeout / 4))
             now = loop.time()
-            for connection in list(self._connections.values()):
+            for connection in list(self._connections):
                 if connection.idle_since is not None and now - connection.idle_since >= timeout:
                     connection.time_out()
 
@@ -103,12 +120,12 @@ class WyomingServer:
             self._server.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
-        for connection in self._connections.values():
+        for connection in self._connections:
             if connection.idle_since is not None:  # nothing in flight: no reason to wait for it
                 connection.close()
         if self._connections:
             _LOGGER.info("Waiting up to %g s for %d connection(s)", grace, len(self._connections))
-            _, pending = await asyncio.wait(set(self._connections), timeout=grace)
+            _, pending = await asyncio.wait(set(self._connections.values()), timeout=grace)
             for task in pending:
                 task.cancel()
             if pending:
@@ -117,19 +134,8 @@ class WyomingServer:
             with contextlib.suppress(Exception):
                 await self._zeroconf._aiozc.async_close()
 
-    async def _serve(self, connection: Connection) -> None:
-        peer = _peer_name(connection)
+    async def _serve(self, connection: Connection, handler: Handler, peer: str) -> None:
         settings = self.services.settings
-        if len(self._connections) >= settings.max_connections and not self._evict_idle():
-            _LOGGER.warning("Refusing %s: %d clients already connected and busy", peer, len(self._connections))
-            await _close_with_error(connection, "server busy: too many connections", "Busy")
-            connection.close()
-            return
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections[task] = connection
-        handler = Handler(self.services, connection, peer)
-        connection.handle_now = handler.handle_now
         loop = asyncio.get_running_loop()
         _LOGGER.debug("%s connected", peer)
         try:
@@ -160,7 +166,7 @@ class WyomingServer:
             _LOGGER.exception("%s: unexpected failure", peer)
             await _close_with_error(connection, "internal error in the proxy (see its log)", "InternalError")
         finally:
-            self._connections.pop(task, None)
+            self._connections.pop(connection, None)
             connection.idle_since = None
             connection.handle_now = lambda event: False
             await handler.disconnect()
@@ -172,7 +178,7 @@ class WyomingServer:
 
     def _evict_idle(self) -> bool:
         """Make room by closing the connection that has waited longest without a request."""
-        idle = [c for c in self._connections.values() if c.idle_since is not None and not c.evicted]
+        idle = [c for c in self._connections if c.idle_since is not None and not c.evicted]
         if not idle:
             return False
         oldest = min(idle, key=lambda c: c.idle_since)  # type: ignore[arg-type, return-value]
@@ -205,6 +211,11 @@ def _peer_name(connection: Connection) -> str:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return f"{peer[0]}:{peer[1]}"
     return "client"
+
+
+async def _refuse(connection: Connection) -> None:
+    await _close_with_error(connection, "server busy: too many connections", "Busy")
+    connection.close()
 
 
 async def _close_with_error(connection: Connection, text: str, code: str) -> None:
