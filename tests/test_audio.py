@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import wave
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -71,11 +72,13 @@ def test_frame_aligner_emits_whole_frames_in_order(chunks, frame_bytes):
     assert len(out) % frame_bytes == 0 and data.startswith(out) and len(data) - len(out) == aligner.pending
 
 
-def test_to_wav_round_trip():
-    fmt = PcmFormat(44100, 2, 2)
-    pcm = tone(0.1, 44100, channels=2)
-    with wave.open(io.BytesIO(to_wav(pcm, fmt))) as w:
-        assert (w.getframerate(), w.getsampwidth(), w.getnchannels()) == (44100, 2, 2)
+@pytest.mark.parametrize(("rate", "width", "channels"), [(44100, 2, 2), (16000, 2, 1), (8000, 1, 1), (48000, 4, 2)])
+def test_to_wav_round_trip(rate, width, channels):
+    fmt = PcmFormat(rate, width, channels)
+    pcm = bytes(range(256)) * (rate * width * channels // 2560)
+    pcm = pcm[: len(pcm) - len(pcm) % (width * channels)]
+    with wave.open(io.BytesIO(to_wav([pcm[:1000], pcm[1000:]], fmt))) as w:  # from chunks, as an utterance has them
+        assert (w.getframerate(), w.getsampwidth(), w.getnchannels()) == (rate, width, channels)
         assert w.readframes(w.getnframes()) == pcm
 
 

@@ -73,12 +73,12 @@ async def test_transcribe_name_selects_a_served_model_and_region_is_dropped(star
 async def test_prompt_temperature_and_extra_body_reach_the_upstream(start_proxy, upstream):
     upstream.allowed_extra_fields = {"vad_filter", "hotwords"}
     proxy = await start_proxy(
-        "--stt-prompt", "Kitchen, living room", "--stt-temperature", "0.2",
+        "--stt-prompt", 'Küche, "living" room\r\n--and the hall', "--stt-temperature", "0.2",
         env={"STT_EXTRA_BODY": '{"hotwords": ["lamp", "light"], "vad_filter": true}'},
     )  # fmt: skip
     await transcribe(proxy_port(proxy), tone(0.2, 16000))
     fields = upstream.requests[-1].fields
-    assert fields["prompt"] == "Kitchen, living room"
+    assert fields["prompt"] == 'Küche, "living" room\r\n--and the hall'  # multipart-safe, whatever it holds
     assert float(fields["temperature"]) == 0.2
     assert fields["hotwords"] == ["lamp", "light"]
     assert fields["vad_filter"] == "true"

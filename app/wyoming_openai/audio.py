@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import struct
 import threading
 import wave
 from collections.abc import AsyncIterator
@@ -46,15 +47,14 @@ class PcmFormat:
         return self.rate * self.frame_bytes
 
 
-def to_wav(pcm: bytes, fmt: PcmFormat) -> bytes:
-    """A complete WAV file holding ``pcm``."""
-    out = io.BytesIO()
-    with wave.open(out, "wb") as wav:
-        wav.setnchannels(fmt.channels)
-        wav.setsampwidth(fmt.width)
-        wav.setframerate(fmt.rate)
-        wav.writeframes(pcm)
-    return out.getvalue()
+def to_wav(chunks: list[bytes], fmt: PcmFormat) -> bytes:
+    """A complete WAV file holding the PCM ``chunks`` (whole frames), copied once."""
+    size = sum(len(chunk) for chunk in chunks)
+    header = struct.pack(
+        "<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + size, b"WAVE", b"fmt ", 16, 1, fmt.channels, fmt.rate,
+        fmt.bytes_per_second, fmt.frame_bytes, fmt.width * 8, b"data", size,
+    )  # fmt: skip
+    return b"".join((header, *chunks))
 
 
 class FrameAligner:

@@ -28,7 +28,7 @@ class Utterance:
         self.max_seconds = max_seconds
         self.keep = keep  # False when the audio goes on to a Realtime session as it comes
         self._max_bytes = int(max_seconds * fmt.bytes_per_second)
-        self._pcm = bytearray()
+        self._chunks: list[bytes] = []  # joined once, into the WAV
         self._size = 0
 
     def has_room(self, size: int) -> bool:
@@ -39,7 +39,7 @@ class Utterance:
             raise UtteranceTooLong(f"utterance longer than the {self.max_seconds:g} s allowed (--stt-max-seconds)")
         self._size += len(pcm)
         if self.keep:
-            self._pcm += pcm
+            self._chunks.append(pcm)
 
     @property
     def seconds(self) -> float:
@@ -47,8 +47,11 @@ class Utterance:
 
     def wav(self) -> bytes:
         # A client may stop mid-frame; a WAV holds whole frames only.
-        usable = len(self._pcm) - len(self._pcm) % self.format.frame_bytes
-        return to_wav(bytes(self._pcm[:usable]), self.format)
+        cut = self._size % self.format.frame_bytes
+        if cut:
+            self._chunks = [b"".join(self._chunks)[:-cut]]
+            self._size -= cut
+        return to_wav(self._chunks, self.format)
 
 
 def upstream_language(language: str | None) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -88,7 +89,7 @@ class Upstream:
 
     async def post_form(self, path: str, fields: Mapping[str, Any], file: tuple[str, bytes, str]) -> Any:
         """Multipart POST (transcriptions); returns the parsed JSON, or the text of a text reply."""
-        body, content_type = await _form(fields, file)
+        body, content_type = _form(fields, file)
         async with self._deadline(self.timeout):
             async with self._request("POST", path, data=body, headers={"Content-Type": content_type}) as response:
                 return self.parse_reply(response.content_type, await response.read())
@@ -112,7 +113,7 @@ class Upstream:
         self, path: str, fields: Mapping[str, Any], file: tuple[str, bytes, str]
     ) -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:
         """Multipart POST whose reply streams (server-sent events): (content type, body bytes)."""
-        body, content_type = await _form(fields, file)
+        body, content_type = _form(fields, file)
         async with self._stream("POST", path, data=body, headers={"Content-Type": content_type}) as streamed:
             yield streamed
 
@@ -255,16 +256,29 @@ class Upstream:
             await ws.close()
 
 
-async def _form(fields: Mapping[str, Any], file: tuple[str, bytes, str]) -> tuple[bytes, str]:
-    """The multipart body, encoded once: sent in one write, and again as it is on a retry."""
-    data = aiohttp.FormData()
+def _form(fields: Mapping[str, Any], file: tuple[str, bytes, str]) -> tuple[bytes, str]:
+    """The multipart body (RFC 7578), encoded once: sent in one write, and again as it is on a retry.
+
+    Written out here rather than with aiohttp.FormData, whose general machinery cost ~5 % of the
+    proxy's CPU per transcription; the format is a few fixed lines around each field.
+    """
+    boundary = uuid.uuid4().hex  # random: cannot turn up inside the audio by chance
     filename, content, content_type = file
-    data.add_field("file", content, filename=filename, content_type=content_type)
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{_quoted(filename)}"\r\n'
+        f"Content-Type: {content_type}\r\n\r\n".encode(),
+        content,
+    ]
     for name, value in fields.items():
         for field_name, text in _form_values(name, value):
-            data.add_field(field_name, text)
-    writer = data()
-    return await writer.as_bytes(), writer.content_type
+            parts.append(f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="{_quoted(field_name)}"\r\n\r\n{text}'.encode())
+    parts.append(f"\r\n--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def _quoted(name: str) -> str:
+    # How browsers escape a form field's name or filename (WHATWG HTML, multipart/form-data).
+    return name.replace("\r", "%0D").replace("\n", "%0A").replace('"', "%22")
 
 
 async def server_sent_events(body: AsyncIterator[bytes], limit: int = 1024 * 1024) -> AsyncIterator[Any]:
