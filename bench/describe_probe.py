@@ -1,4 +1,5 @@
-"""Sends `describe` every 20 ms until a line arrives on stdin; prints each round trip in seconds."""
+"""After a line on stdin, sends `describe` every 20 ms until the next line; prints each round trip
+in seconds. (Started ahead of time, so it keeps the CPU priority the load generator gives up.)"""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import time
 from wyoming.client import AsyncTcpClient
 from wyoming.info import Describe
 
+from common import run  # this folder is the script's own
+
 
 async def main(port: int) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    await reader.readline()
     stop = asyncio.ensure_future(reader.readline())
     times = []
     while not stop.done():
@@ -27,4 +31,4 @@ async def main(port: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    run(main(int(sys.argv[1])))
