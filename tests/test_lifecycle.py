@@ -80,7 +80,13 @@ async def test_serves_within_a_second_while_the_upstream_hangs_and_stops_on_sigt
     upstream.probe_delay = 3600
     process, port = await launch(tmp_path, env={"STT_OPENAI_URL": upstream.url, "TTS_OPENAI_URL": upstream.url})
     await wait_for_info(port, 10)
-    # It answered while its probes of the upstream were still unanswered: serving never waits for them.
+    for _ in range(100):  # its probes of the upstream reach it, and hang there
+        if upstream.probes_waiting:
+            break
+        await asyncio.sleep(0.05)
+    assert upstream.probes_waiting > 0
+    # It answers while they are still unanswered: serving never waits for them.
+    assert await wait_for_info(port, 1.0) < 1.0
     assert upstream.probes_waiting > 0
     returncode, output = await stop(process)
     assert returncode == 0, output
