@@ -77,8 +77,9 @@ class Handler:
     def handle_now(self, event: Event) -> bool:
         """Handle, as it is read, an event that needs no waiting; False: it must go through handle_event.
 
-        Only called while this handler waits for its next event, so order is kept. Audio chunks are
-        most of what a client sends: keeping them here skips a queue and a task switch per 10 ms.
+        Only called while this handler waits for its next event, so order is kept. Audio chunks and
+        streamed text are most of what a client sends: taking them here skips a queue and a task
+        switch for each 10 ms of audio or each token.
         """
         kind = event.type
         if kind == "audio-chunk":
@@ -86,6 +87,12 @@ class Handler:
             if utterance is None or self.live is not None or not payload or not utterance.has_room(len(payload)):
                 return False
             utterance.add(payload)
+            return True
+        if kind == "synthesize-chunk":  # one per LLM token while Home Assistant streams a reply
+            text = event.data.get("text")
+            if not self._in_stream() or not isinstance(text, str) or self.stream_length + len(text) > MAX_STREAMED_TEXT:
+                return False
+            self._on_synthesize_chunk(text)
             return True
         if kind == "describe":
             self.writer.write(self.services.catalog.info_bytes)
