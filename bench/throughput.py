@@ -148,6 +148,10 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--latency-ms", type=float, default=300.0)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--jitter", type=float, default=0.0,
+        help="the upstream's latency varies by up to this fraction (0.2: ±20 %%); 0 keeps the clients in lock-step",
+    )  # fmt: skip
     parser.add_argument("--only", choices=("TTS", "STT"), help="measure one direction only")
     parser.add_argument(
         "--baseline", action="append", default=[], metavar="NAME=PYTHON",
@@ -159,7 +163,9 @@ async def main() -> None:
     )  # fmt: skip
     args = parser.parse_args()
 
-    upstream, url = await start_upstream("--delay-ms", str(args.latency_ms), "--chunk-bytes", "16384")
+    upstream, url = await start_upstream(
+        "--delay-ms", str(args.latency_ms), "--chunk-bytes", "16384", "--jitter", str(args.jitter)
+    )  # fmt: skip
     proxies = [(
         "proxy",
         *await start_proxy(
@@ -250,7 +256,7 @@ async def main() -> None:
         await session.close()
         await stop(*(proxy for _, proxy, _ in proxies), upstream)
 
-    print(f"{args.clients} clients, {args.seconds:g} s each, upstream latency {args.latency_ms:g} ms, workers {args.workers}, "
+    print(f"{args.clients} clients, {args.seconds:g} s each, upstream latency {args.latency_ms:g} ms ±{args.jitter:.0%}, workers {args.workers}, "
           f"load generator and upstream at {'the same' if args.equal_priority else 'lower (nice 10)'} CPU priority")  # fmt: skip
     print(f"{'':<14}{'req/s':>8}{'ratio':>7}{'p50 ms':>8}{'p99 ms':>8}{'CPU ms/req':>11}{'RSS MB':>8}"
           f"{'conns':>7}{'describe p50':>13}{'p99 ms':>8}")  # fmt: skip

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import io
 import json
+import random
 import wave
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,6 +86,7 @@ class FakeUpstream:
         self.chunk_bytes = 4096
         self.chunk_delay = 0.0
         self.answer_delay = 0.0
+        self.answer_jitter = 0.0  # each answer's delay varies by up to this fraction either way (benchmarks)
         self.probe_delay = 0.0  # backend probes and voice listings answer this late
         self.probes_waiting = 0
         self.transcript: str | None = None
@@ -172,8 +174,11 @@ class FakeUpstream:
         finally:
             self.active_speech -= 1
 
+    def _answer_delay(self) -> float:
+        return self.answer_delay * (1 + random.uniform(-self.answer_jitter, self.answer_jitter))
+
     async def _speak(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
-        delay = self.answer_delay + sum(d for key, d in self.delay_for_text.items() if key in body["input"])
+        delay = self._answer_delay() + sum(d for key, d in self.delay_for_text.items() if key in body["input"])
         if delay:
             await asyncio.sleep(delay)
         fault = self._take_fault(self.speech_faults)
@@ -237,7 +242,7 @@ class FakeUpstream:
         if not self.record_bodies:
             recorded.file_bytes = None
         if self.answer_delay:
-            await asyncio.sleep(self.answer_delay)
+            await asyncio.sleep(self._answer_delay())
         fault = self._take_fault(self.transcription_faults)
         if fault is not None and (early := await _fault_response(request, fault)) is not None:
             return early
