@@ -218,7 +218,7 @@ async def main() -> None:
         for name, direct, proxied in (("TTS", direct_tts, proxy_tts), ("STT", direct_stt, proxy_stt)):
             if args.only and name != args.only:
                 continue
-            await loop_for(2, 20, direct)  # warm-up
+            await loop_for(3, args.clients, direct)  # warm-up: pools filled, as in the steady state measured
             up0, me0 = process_stats(upstream.pid)[0], own_cpu()
             direct_lat = await loop_for(args.seconds, args.clients, direct)
             up1, me1 = process_stats(upstream.pid)[0], own_cpu()
@@ -226,7 +226,8 @@ async def main() -> None:
                   f"load generator {(me1 - me0) / len(direct_lat) * 1000:.2f}")  # fmt: skip
             rows.append((name, "direct", direct_lat, None))
             for label, proxy, port in proxies:
-                await loop_for(2, 20, lambda: proxied(port))
+                connections_before = await upstream_connections()  # counted from before the warm-up
+                await loop_for(3, args.clients, lambda: proxied(port))
                 cpu0, _ = process_stats(proxy.pid)
                 up0, me0 = process_stats(upstream.pid)[0], own_cpu()
                 probing_done = asyncio.Event()
@@ -238,7 +239,6 @@ async def main() -> None:
                         rss_samples.append(process_stats(proxy.pid)[1])  # noqa: B023 - awaited in this iteration
                         await asyncio.sleep(max(1.0, args.seconds / 12))
 
-                connections_before = await upstream_connections()
                 sampler = asyncio.create_task(sample_rss())
                 proxy_lat = await loop_for(args.seconds, args.clients, lambda: proxied(port))
                 sampler.cancel()
