@@ -6,11 +6,16 @@ import asyncio
 import time
 
 import pytest
+from wyoming.asr import Transcribe
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.event import Event, async_read_event
 from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeVoice
 
+from audio_samples import tone
 from harness import TEST_KEY, URL_PASSWORD, Client, proxy_port
 from upstream import Fault
+from wyoming_openai.framing import encode_event
 
 
 async def describe(port: int) -> tuple[Info, float]:
@@ -137,3 +142,49 @@ async def test_speech_faults_do_not_touch_describe(start_proxy, upstream):
     proxy = await start_proxy()
     _, elapsed = await describe(proxy_port(proxy))
     assert elapsed < 0.1
+
+
+async def read_events(reader: asyncio.StreamReader, until: str) -> list:
+    events = []
+    while not events or events[-1].type != until:
+        event = await asyncio.wait_for(async_read_event(reader), 10)
+        assert event is not None, f"closed before {until}: {[e.type for e in events]}"
+        events.append(event)
+    return events
+
+
+@pytest.mark.parametrize(
+    "describe",
+    [Describe().event(), Event(type="describe", data={"reason": "with a data block"}, payload=b"and a payload")],
+)
+async def test_describe_and_what_follows_it_in_one_packet_are_served_in_order(start_proxy, upstream, describe):
+    proxy = await start_proxy()
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
+    audio = tone(0.3, 16000)
+    writer.write(b"".join(encode_event(e) for e in (
+        describe,
+        Transcribe(language="en").event(),
+        AudioStart(rate=16000, width=2, channels=1).event(),
+        AudioChunk(rate=16000, width=2, channels=1, audio=audio).event(),
+        AudioStop().event(),
+        Describe().event(),
+    )))  # fmt: skip
+    await writer.drain()
+    events = await read_events(reader, "transcript") + await read_events(reader, "info")
+    assert [e.type for e in events] == ["info", "transcript", "info"]
+    assert events[1].data["text"].startswith(f"{len(audio) // 2} frames")
+    writer.close()
+
+
+async def test_describe_sent_after_a_pause_and_a_half_close_are_answered(start_proxy):
+    proxy = await start_proxy()
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
+    await asyncio.sleep(0.2)  # the first read found nothing: the connection's own reading takes it
+    wire = encode_event(Describe().event())
+    writer.write(wire[:5])
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    writer.write(wire[5:])
+    writer.write_eof()
+    assert [e.type for e in await read_events(reader, "info")] == ["info"]
+    writer.close()

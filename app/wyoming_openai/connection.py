@@ -26,9 +26,17 @@ class IdleTimeout(Exception):
 
 
 class Connection(asyncio.Protocol):
-    def __init__(self, limits: Limits, on_open: Callable[[Connection], Any] | None = None) -> None:
+    def __init__(
+        self,
+        limits: Limits,
+        on_open: Callable[[Connection], Any] | None = None,
+        received: bytes = b"",
+        unsent: bytes = b"",
+    ) -> None:
         self.parser = EventParser(limits)
         self._on_open = on_open
+        self._received = received  # what the acceptor read before handing the client over
+        self._unsent = unsent  # the end of a reply the acceptor began
         self._loop = asyncio.get_running_loop()
         self.transport: asyncio.BaseTransport | None = None
         self._write_transport: asyncio.WriteTransport | None = None
@@ -53,8 +61,14 @@ class Connection(asyncio.Protocol):
         self.transport = transport
         if self._write_transport is None:
             self._write_transport = transport  # type: ignore[assignment]
+        if self._unsent:
+            transport.write(self._unsent)  # type: ignore[attr-defined]
+            self._unsent = b""
         if self._on_open is not None:
             self._on_open(self)
+        if self._received:  # before the transport reads anything, so the order holds
+            received, self._received = self._received, b""
+            self.data_received(received)
 
     def data_received(self, data: bytes) -> None:
         events = self.parser.feed(data)

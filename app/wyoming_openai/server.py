@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from wyoming.error import Error
 
+from .acceptor import Acceptor
 from .connection import Connection, IdleTimeout
 from .framing import Limits, ProtocolError, encode_event
 from .handler import Handler, Services
@@ -31,6 +32,7 @@ class WyomingServer:
         settings = services.settings
         self.limits = Limits(settings.max_event_bytes, settings.max_payload_bytes)
         self._server: asyncio.AbstractServer | None = None
+        self._acceptor: Acceptor | None = None
         self._connections: dict[Connection, asyncio.Task] = {}
         self._refusals: set[asyncio.Task] = set()
         self._sweeper: asyncio.Task | None = None
@@ -38,19 +40,20 @@ class WyomingServer:
 
     @property
     def port(self) -> int | None:
-        if self._server and self._server.sockets:
-            return self._server.sockets[0].getsockname()[1]
-        return None
+        sockets = self._acceptor.sockets if self._acceptor else self._server.sockets if self._server else []
+        return sockets[0].getsockname()[1] if sockets else None
 
     async def start(self) -> None:
         """Listen (returns at once); stdio:// serves one client until stdin ends, in serve_stdio()."""
         uri = urlsplit(self.services.settings.uri)
         loop = asyncio.get_running_loop()
         if uri.scheme == "tcp":
-            self._server = await loop.create_server(
-                self._new_connection, host=uri.hostname, port=uri.port, backlog=self._backlog(),
-                reuse_port=self.reuse_port or None,
+            self._acceptor = Acceptor(
+                uri.hostname, uri.port or 0, self._backlog(), self.reuse_port, self.limits.max_event_bytes,
+                lambda: self.services.catalog.info_bytes,
+                lambda received, unsent: Connection(self.limits, self._admit, received, unsent),
             )  # fmt: skip
+            self._acceptor.start()
         elif uri.scheme == "unix":
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(uri.path)
@@ -118,6 +121,8 @@ class WyomingServer:
         """Stop accepting, let in-flight requests finish for ``grace`` seconds, then cut them."""
         if self._server is not None:
             self._server.close()
+        if self._acceptor is not None:
+            self._acceptor.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
         for connection in self._connections:

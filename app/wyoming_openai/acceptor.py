@@ -1,0 +1,149 @@
+"""Accepting TCP clients ourselves, so a ``describe`` is answered the moment it is accepted.
+
+Home Assistant asks ``describe`` on a new connection and gives up if ``info`` is late. With the
+loop's own server, a new connection's protocol is set up from the ready queue, behind every task
+that the same turn woke: when many requests finish at once that is tens of milliseconds. Here the
+listening socket is watched directly (uvloop and asyncio call such readers as the poll reports
+them), each new client is read at once, and a ``describe`` is answered on the spot; every client is
+then handed to the loop as a transport with the bytes read so far.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+_LOGGER = logging.getLogger(__name__)
+
+ACCEPT_PAUSE = 1.0  # seconds to stop accepting when the process is out of file descriptors
+FIRST_READ_BYTES = 65536
+
+
+class Acceptor:
+    """Listens on ``host:port``; ``protocol_for(received, unsent)`` makes each client's protocol."""
+
+    def __init__(
+        self,
+        host: str | None,
+        port: int,
+        backlog: int,
+        reuse_port: bool,
+        max_header_bytes: int,
+        info_bytes: Callable[[], bytes],
+        protocol_for: Callable[[bytes, bytes], asyncio.Protocol],
+    ) -> None:
+        self.backlog = backlog
+        self.max_header_bytes = max_header_bytes
+        self.info_bytes = info_bytes
+        self.protocol_for = protocol_for
+        self.sockets = _listen(host, port, backlog, reuse_port)
+        self._loop = asyncio.get_running_loop()
+        self._adopting: set[asyncio.Task] = set()
+
+    def start(self) -> None:
+        for listener in self.sockets:
+            self._loop.add_reader(listener.fileno(), self._accept, listener)
+
+    def close(self) -> None:
+        for listener in self.sockets:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(listener.fileno())
+            listener.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        for _ in range(self.backlog):
+            try:
+                client, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:  # out of file descriptors, say: those connected are still served
+                _LOGGER.warning("Cannot accept a client (%s); pausing for %g s", err, ACCEPT_PAUSE)
+                self._loop.remove_reader(listener.fileno())
+                self._loop.call_later(ACCEPT_PAUSE, self._resume, listener)
+                return
+            self._take(client)
+
+    def _resume(self, listener: socket.socket) -> None:
+        if listener.fileno() >= 0:
+            self._loop.add_reader(listener.fileno(), self._accept, listener)
+
+    def _take(self, client: socket.socket) -> None:
+        client.setblocking(False)
+        received, unsent = b"", b""
+        try:
+            received = client.recv(FIRST_READ_BYTES)
+        except (BlockingIOError, InterruptedError):
+            pass  # nothing sent yet: the transport will read it
+        except OSError:
+            client.close()
+            return
+        end = _end_of_describe(received, self.max_header_bytes)
+        if end is not None:
+            info = self.info_bytes()
+            try:
+                sent = client.send(info)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                client.close()
+                return
+            received, unsent = received[end:], info[sent:]
+        adopting = self._loop.create_task(
+            self._loop.connect_accepted_socket(lambda: self.protocol_for(received, unsent), client)
+        )
+        self._adopting.add(adopting)
+        adopting.add_done_callback(lambda task: self._adopted(task, client))
+
+    def _adopted(self, task: asyncio.Task[Any], client: socket.socket) -> None:
+        self._adopting.discard(task)
+        if task.cancelled() or task.exception() is not None:
+            _LOGGER.debug("Could not take a client on: %r", None if task.cancelled() else task.exception())
+            client.close()
+
+
+def _end_of_describe(received: bytes, max_header_bytes: int) -> int | None:
+    """Where ``received`` ends a first event that is a whole ``describe``; otherwise None."""
+    newline = received.find(b"\n")
+    if newline < 0 or newline > max_header_bytes:
+        return None
+    try:
+        header = json.loads(received[:newline])
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(header, dict) or header.get("type") != "describe":
+        return None
+    lengths = (header.get("data_length") or 0, header.get("payload_length") or 0)
+    if not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= max_header_bytes for n in lengths):
+        return None
+    end = newline + 1 + sum(lengths)
+    return end if end <= len(received) else None
+
+
+def _listen(host: str | None, port: int, backlog: int, reuse_port: bool) -> list[socket.socket]:
+    """Listening sockets for every address of ``host`` (all of them for None or ""), on one port."""
+    listeners: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        ):
+            listener = socket.socket(family, kind, proto)
+            listeners.append(listener)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            listener.bind((address[0], port, *address[2:]))
+            listener.listen(backlog)
+            listener.setblocking(False)
+            port = port or listener.getsockname()[1]  # port 0: the same free port on every address
+    except OSError:
+        for listener in listeners:
+            listener.close()
+        raise
+    return listeners
