@@ -188,3 +188,17 @@ async def test_describe_sent_after_a_pause_and_a_half_close_are_answered(start_p
     writer.write_eof()
     assert [e.type for e in await read_events(reader, "info")] == ["info"]
     writer.close()
+
+
+async def test_a_loop_that_cannot_watch_sockets_is_served_by_its_own_server(start_proxy, monkeypatch):
+    loop = asyncio.get_running_loop()
+
+    def no_readers(*args, **kwargs):
+        raise NotImplementedError  # as on Windows' proactor loop
+
+    monkeypatch.setattr(loop, "add_reader", no_readers)
+    proxy = await start_proxy()
+    assert proxy.server._acceptor is None and proxy.server._server is not None
+    async with Client(proxy_port(proxy)) as client:
+        await client.send(Describe().event())
+        assert (await client.read()).type == "info"

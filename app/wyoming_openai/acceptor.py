@@ -46,6 +46,7 @@ class Acceptor:
         self._adopting: set[asyncio.Task] = set()
 
     def start(self) -> None:
+        """Raises NotImplementedError on a loop that cannot watch sockets."""
         for listener in self.sockets:
             self._loop.add_reader(listener.fileno(), self._accept, listener)
 

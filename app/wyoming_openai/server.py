@@ -48,12 +48,20 @@ class WyomingServer:
         uri = urlsplit(self.services.settings.uri)
         loop = asyncio.get_running_loop()
         if uri.scheme == "tcp":
-            self._acceptor = Acceptor(
+            acceptor = Acceptor(
                 uri.hostname, uri.port or 0, self._backlog(), self.reuse_port, self.limits.max_event_bytes,
                 lambda: self.services.catalog.info_bytes,
                 lambda received, unsent: Connection(self.limits, self._admit, received, unsent),
             )  # fmt: skip
-            self._acceptor.start()
+            try:
+                acceptor.start()
+                self._acceptor = acceptor
+            except NotImplementedError:  # a loop that cannot watch sockets (Windows' proactor)
+                acceptor.close()
+                self._server = await loop.create_server(
+                    self._new_connection, host=uri.hostname, port=uri.port, backlog=self._backlog(),
+                    reuse_port=self.reuse_port or None,
+                )  # fmt: skip
         elif uri.scheme == "unix":
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(uri.path)
