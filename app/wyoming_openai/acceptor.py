@@ -5,18 +5,21 @@ loop's own server, a new connection's protocol is set up from the ready queue, b
 that the same turn woke: when many requests finish at once that is tens of milliseconds. Here the
 listening socket is watched directly (uvloop and asyncio call such readers as the poll reports
 them), each new client is read at once, and a ``describe`` is answered on the spot; every client is
-then handed to the loop as a transport with the bytes read so far.
+then handed to the loop as a transport, with what was read of it so far.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import socket
 from collections.abc import Callable
 from typing import Any
+
+from wyoming.event import Event
+
+from .framing import EventParser, Limits
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -25,7 +28,9 @@ FIRST_READ_BYTES = 65536
 
 
 class Acceptor:
-    """Listens on ``host:port``; ``protocol_for(received, unsent)`` makes each client's protocol."""
+    """Listens on ``host:port``. ``protocol_for(parser, events, unsent)`` makes each client's protocol
+    from the parser that read its first bytes, the events those held still to handle, and the end
+    of a reply the socket did not take at once."""
 
     def __init__(
         self,
@@ -33,12 +38,12 @@ class Acceptor:
         port: int,
         backlog: int,
         reuse_port: bool,
-        max_header_bytes: int,
+        limits: Limits,
         info_bytes: Callable[[], bytes],
-        protocol_for: Callable[[bytes, bytes], asyncio.Protocol],
+        protocol_for: Callable[[EventParser, list[Event], bytes], asyncio.Protocol],
     ) -> None:
         self.backlog = backlog
-        self.max_header_bytes = max_header_bytes
+        self.limits = limits
         self.info_bytes = info_bytes
         self.protocol_for = protocol_for
         self.sockets = _listen(host, port, backlog, reuse_port)
@@ -75,16 +80,15 @@ class Acceptor:
 
     def _take(self, client: socket.socket) -> None:
         client.setblocking(False)
-        received, unsent = b"", b""
+        parser, events, unsent = EventParser(self.limits), [], b""
         try:
-            received = client.recv(FIRST_READ_BYTES)
+            events = parser.feed(client.recv(FIRST_READ_BYTES))
         except (BlockingIOError, InterruptedError):
             pass  # nothing sent yet: the transport will read it
         except OSError:
             client.close()
             return
-        end = _end_of_describe(received, self.max_header_bytes)
-        if end is not None:
+        if events and events[0].type == "describe":
             info = self.info_bytes()
             try:
                 sent = client.send(info)
@@ -93,9 +97,9 @@ class Acceptor:
             except OSError:
                 client.close()
                 return
-            received, unsent = received[end:], info[sent:]
+            events, unsent = events[1:], info[sent:]
         adopting = self._loop.create_task(
-            self._loop.connect_accepted_socket(lambda: self.protocol_for(received, unsent), client)
+            self._loop.connect_accepted_socket(lambda: self.protocol_for(parser, events, unsent), client)
         )
         self._adopting.add(adopting)
         adopting.add_done_callback(lambda task: self._adopted(task, client))
@@ -105,24 +109,6 @@ class Acceptor:
         if task.cancelled() or task.exception() is not None:
             _LOGGER.debug("Could not take a client on: %r", None if task.cancelled() else task.exception())
             client.close()
-
-
-def _end_of_describe(received: bytes, max_header_bytes: int) -> int | None:
-    """Where ``received`` ends a first event that is a whole ``describe``; otherwise None."""
-    newline = received.find(b"\n")
-    if newline < 0 or newline > max_header_bytes:
-        return None
-    try:
-        header = json.loads(received[:newline])
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(header, dict) or header.get("type") != "describe":
-        return None
-    lengths = (header.get("data_length") or 0, header.get("payload_length") or 0)
-    if not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= max_header_bytes for n in lengths):
-        return None
-    end = newline + 1 + sum(lengths)
-    return end if end <= len(received) else None
 
 
 def _listen(host: str | None, port: int, backlog: int, reuse_port: bool) -> list[socket.socket]:

@@ -30,13 +30,15 @@ class Connection(asyncio.Protocol):
         self,
         limits: Limits,
         on_open: Callable[[Connection], Any] | None = None,
-        received: bytes = b"",
+        parser: EventParser | None = None,
+        received: list[Event] | None = None,
         unsent: bytes = b"",
     ) -> None:
-        self.parser = EventParser(limits)
-        self._on_open = on_open
-        self._received = received  # what the acceptor read before handing the client over
+        # The acceptor's parser, and the events it read, when the acceptor took the first bytes.
+        self.parser = parser or EventParser(limits)
+        self._received = received or []
         self._unsent = unsent  # the end of a reply the acceptor began
+        self._on_open = on_open
         self._loop = asyncio.get_running_loop()
         self.transport: asyncio.BaseTransport | None = None
         self._write_transport: asyncio.WriteTransport | None = None
@@ -66,12 +68,13 @@ class Connection(asyncio.Protocol):
             self._unsent = b""
         if self._on_open is not None:
             self._on_open(self)
-        if self._received:  # before the transport reads anything, so the order holds
-            received, self._received = self._received, b""
-            self.data_received(received)
+        received, self._received = self._received, []
+        self._take(received)  # before the transport reads anything, so the order holds
 
     def data_received(self, data: bytes) -> None:
-        events = self.parser.feed(data)
+        self._take(self.parser.feed(data))
+
+    def _take(self, events: list[Event]) -> None:
         if events and self._handler_idle and not self._events:  # what the handler would do at once, do here
             self.idle_since = self._loop.time()
             events = events[self._handle_now(events) :]
@@ -157,8 +160,10 @@ class Connection(asyncio.Protocol):
             await waiter
 
     def close(self) -> None:
-        for transport in {id(t): t for t in (self.transport, self._write_transport) if t is not None}.values():
-            transport.close()
+        if self.transport is not None:
+            self.transport.close()
+        if self._write_transport not in (None, self.transport):  # stdio: a separate write pipe
+            self._write_transport.close()  # type: ignore[union-attr]
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self.closed)

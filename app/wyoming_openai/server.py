@@ -49,9 +49,9 @@ class WyomingServer:
         loop = asyncio.get_running_loop()
         if uri.scheme == "tcp":
             acceptor = Acceptor(
-                uri.hostname, uri.port or 0, self._backlog(), self.reuse_port, self.limits.max_event_bytes,
+                uri.hostname, uri.port or 0, self._backlog(), self.reuse_port, self.limits,
                 lambda: self.services.catalog.info_bytes,
-                lambda received, unsent: Connection(self.limits, self._admit, received, unsent),
+                lambda parser, received, unsent: Connection(self.limits, self._admit, parser, received, unsent),
             )  # fmt: skip
             try:
                 acceptor.start()
