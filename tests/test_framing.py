@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wyoming.event import Event, async_read_event
 from wyoming.info import Describe
+from wyoming.ping import Ping
 from wyoming.tts import Synthesize
 
 from harness import Client, proxy_port
@@ -171,13 +172,20 @@ async def test_idle_and_slow_clients_are_cut_off(start_proxy):
     writer.close()
 
 
+async def pinged(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A client the server has taken on (a ping asks more of it than describe), now idle."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(encode_event(Ping(text="hello").event()))
+    assert (await asyncio.wait_for(async_read_event(reader), 5)).type == "pong"
+    return reader, writer
+
+
 async def test_idle_connections_make_room_for_new_clients(start_proxy):
     proxy = await start_proxy("--max-connections", "3")
-    held = [await asyncio.open_connection("127.0.0.1", proxy_port(proxy)) for _ in range(3)]
-    await asyncio.sleep(0.1)
+    held = [await pinged(proxy_port(proxy)) for _ in range(3)]
     async with Client(proxy_port(proxy)) as client:  # a fourth: the longest idle one gives way
-        await client.send(Describe().event())
-        assert (await client.read()).type == "info"
+        await client.send(Ping(text="me too").event())
+        assert (await client.read()).type == "pong"
     evicted = await asyncio.wait_for(held[0][0].read(), 2)
     assert "closed to make room" in first_event(evicted)["text"]
     for _, writer in held:
@@ -194,8 +202,12 @@ async def test_busy_connections_are_not_evicted(start_proxy, upstream):
         await client.send(Synthesize(text="Taking a while.").event())
         busy.append(client)
     await asyncio.sleep(0.2)
-    received = await raw_exchange(proxy_port(proxy), b"")
+    received = await raw_exchange(proxy_port(proxy), encode_event(Ping().event()))
     assert "too many connections" in first_event(received)["text"]
+    await proxy.server.accept_process.ready
+    async with Client(proxy_port(proxy)) as client:  # describe is still answered: it needs no room
+        await client.send(Describe().event())
+        assert (await client.read()).type == "info"
     for client in busy:  # and the busy ones are served in full
         await client.read_until("audio-stop")
         await client.__aexit__(None, None, None)

@@ -153,12 +153,17 @@ async def read_events(reader: asyncio.StreamReader, until: str) -> list:
     return events
 
 
+# Accepted by the accept process (the default), or by the serving process itself.
+ACCEPTING = pytest.mark.parametrize("accepting", [[], ["--accept-process", "off"]], ids=["accept process", "in process"])
+
+
+@ACCEPTING
 @pytest.mark.parametrize(
     "describe",
     [Describe().event(), Event(type="describe", data={"reason": "with a data block"}, payload=b"and a payload")],
 )
-async def test_describe_and_what_follows_it_in_one_packet_are_served_in_order(start_proxy, upstream, describe):
-    proxy = await start_proxy()
+async def test_describe_and_what_follows_it_in_one_packet_are_served_in_order(start_proxy, upstream, describe, accepting):
+    proxy = await start_proxy(*accepting)
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
     audio = tone(0.3, 16000)
     writer.write(b"".join(encode_event(e) for e in (
@@ -176,8 +181,9 @@ async def test_describe_and_what_follows_it_in_one_packet_are_served_in_order(st
     writer.close()
 
 
-async def test_describe_sent_after_a_pause_and_a_half_close_are_answered(start_proxy):
-    proxy = await start_proxy()
+@ACCEPTING
+async def test_describe_sent_after_a_pause_and_a_half_close_are_answered(start_proxy, accepting):
+    proxy = await start_proxy(*accepting)
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
     await asyncio.sleep(0.2)  # the first read found nothing: the connection's own reading takes it
     wire = encode_event(Describe().event())

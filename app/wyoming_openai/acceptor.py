@@ -28,9 +28,9 @@ FIRST_READ_BYTES = 65536
 
 
 class Acceptor:
-    """Listens on ``host:port``. ``protocol_for(parser, events, unsent)`` makes each client's protocol
-    from the parser that read its first bytes, the events those held still to handle, and the end
-    of a reply the socket did not take at once."""
+    """Listens on ``host:port``. ``protocol_for(parser, events, unsent, silent_for)`` makes each
+    client's protocol from the parser that read its first bytes, the events those held still to
+    handle, the end of a reply the socket did not take at once, and how long it has been silent."""
 
     def __init__(
         self,
@@ -40,7 +40,7 @@ class Acceptor:
         reuse_port: bool,
         limits: Limits,
         info_bytes: Callable[[], bytes],
-        protocol_for: Callable[[EventParser, list[Event], bytes], asyncio.Protocol],
+        protocol_for: Callable[[EventParser, list[Event], bytes, float], asyncio.Protocol],
     ) -> None:
         self.backlog = backlog
         self.limits = limits
@@ -51,14 +51,20 @@ class Acceptor:
         self._adopting: set[asyncio.Task] = set()
 
     def start(self) -> None:
-        """Raises NotImplementedError on a loop that cannot watch sockets."""
+        """Accept clients (again). Raises NotImplementedError on a loop that cannot watch sockets."""
         for listener in self.sockets:
-            self._loop.add_reader(listener.fileno(), self._accept, listener)
+            if listener.fileno() >= 0:
+                self._loop.add_reader(listener.fileno(), self._accept, listener)
 
-    def close(self) -> None:
+    def pause(self) -> None:
+        """Stop accepting, but keep listening (the accept process accepts on these sockets)."""
         for listener in self.sockets:
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(listener.fileno())
+
+    def close(self) -> None:
+        self.pause()
+        for listener in self.sockets:
             listener.close()
 
     def _accept(self, listener: socket.socket) -> None:
@@ -98,8 +104,21 @@ class Acceptor:
                 client.close()
                 return
             events, unsent = events[1:], info[sent:]
+        self._adopt(client, parser, events, unsent, 0.0)
+
+    def hand_over(self, client: socket.socket, received: bytes, answered: int, unsent: bytes, silent_for: float) -> None:
+        """A client the accept process took: it sent ``received``, and has been silent since for
+        ``silent_for`` seconds; its first ``answered`` events were describes, answered but for ``unsent``."""
+        client.setblocking(False)
+        parser = EventParser(self.limits)
+        events = parser.feed(received)
+        while answered and events and events[0].type == "describe":
+            events, answered = events[1:], answered - 1
+        self._adopt(client, parser, events, unsent, silent_for)
+
+    def _adopt(self, client: socket.socket, parser: EventParser, events: list[Event], unsent: bytes, silent_for: float) -> None:
         adopting = self._loop.create_task(
-            self._loop.connect_accepted_socket(lambda: self.protocol_for(parser, events, unsent), client)
+            self._loop.connect_accepted_socket(lambda: self.protocol_for(parser, events, unsent, silent_for), client)
         )
         self._adopting.add(adopting)
         adopting.add_done_callback(lambda task: self._adopted(task, client))
@@ -123,6 +142,10 @@ def _listen(host: str | None, port: int, backlog: int, reuse_port: bool) -> list
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if reuse_port:
                 listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if hasattr(socket, "TCP_DEFER_ACCEPT"):
+                # Linux: wake us when the client's first bytes are in, so accepting it and reading
+                # its request is one step (a client silent for a second is accepted anyway).
+                listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
             if family == socket.AF_INET6:
                 listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             listener.bind((address[0], port, *address[2:]))

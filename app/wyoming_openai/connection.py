@@ -33,11 +33,13 @@ class Connection(asyncio.Protocol):
         parser: EventParser | None = None,
         received: list[Event] | None = None,
         unsent: bytes = b"",
+        silent_for: float = 0.0,
     ) -> None:
         # The acceptor's parser, and the events it read, when the acceptor took the first bytes.
         self.parser = parser or EventParser(limits)
         self._received = received or []
         self._unsent = unsent  # the end of a reply the acceptor began
+        self.silent_for = silent_for  # seconds it had been silent when the accept process handed it over
         self._on_open = on_open
         self._loop = asyncio.get_running_loop()
         self.transport: asyncio.BaseTransport | None = None

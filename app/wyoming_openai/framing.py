@@ -61,6 +61,11 @@ class EventParser:
         """True when part of an event has arrived but not all of it."""
         return self._header is not None or bool(self._buffer.strip())
 
+    @property
+    def pending_type(self) -> str | None:
+        """The type of an event whose header has arrived but not yet all of its data and payload."""
+        return self._header.type if self._header is not None else None
+
     def end(self) -> None:
         """The stream has ended: an event cut short is an error."""
         if self.error is None and self.mid_event:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from wyoming.error import Error
 
+from . import accept_process
 from .acceptor import Acceptor
 from .connection import Connection, IdleTimeout
 from .framing import Limits, ProtocolError, encode_event
@@ -33,6 +34,7 @@ class WyomingServer:
         self.limits = Limits(settings.max_event_bytes, settings.max_payload_bytes)
         self._server: asyncio.AbstractServer | None = None
         self._acceptor: Acceptor | None = None
+        self.accept_process: accept_process.AcceptProcess | None = None
         self._connections: dict[Connection, asyncio.Task] = {}
         self._refusals: set[asyncio.Task] = set()
         self._sweeper: asyncio.Task | None = None
@@ -51,11 +53,13 @@ class WyomingServer:
             acceptor = Acceptor(
                 uri.hostname, uri.port or 0, self._backlog(), self.reuse_port, self.limits,
                 lambda: self.services.catalog.info_bytes,
-                lambda parser, received, unsent: Connection(self.limits, self._admit, parser, received, unsent),
+                lambda *first_read: Connection(self.limits, self._admit, *first_read),
             )  # fmt: skip
             try:
                 acceptor.start()
                 self._acceptor = acceptor
+                if self.services.settings.accept_process and accept_process.supported():
+                    self._start_accept_process(acceptor)
             except NotImplementedError:  # a loop that cannot watch sockets (Windows' proactor)
                 acceptor.close()
                 self._server = await loop.create_server(
@@ -69,6 +73,17 @@ class WyomingServer:
         self._sweeper = asyncio.create_task(self._sweep_idle(), name="idle sweeper")
         if self.services.settings.zeroconf and self.port:
             await self._announce(self.services.settings.zeroconf, self.port)
+
+    def _start_accept_process(self, acceptor: Acceptor) -> None:
+        catalog = self.services.catalog
+        helper = accept_process.AcceptProcess(acceptor, self.services.settings.max_connections)
+        try:
+            helper.start(catalog.info_bytes)
+        except OSError as err:
+            _LOGGER.warning("Accepting in the serving process: cannot start the accept process (%s)", err)
+            return
+        catalog.on_change.append(helper.send_info)
+        self.accept_process = helper
 
     def _backlog(self) -> int:
         # Each request is a new connection: a house full of satellites connecting at once must not
@@ -98,7 +113,7 @@ class WyomingServer:
             return
         handler = Handler(self.services, connection, peer)
         connection.handle_now = handler.handle_now
-        connection.idle_since = asyncio.get_running_loop().time()
+        connection.idle_since = asyncio.get_running_loop().time() - connection.silent_for
         self._connections[connection] = asyncio.ensure_future(self._serve(connection, handler, peer))
 
     async def _sweep_idle(self) -> None:
@@ -129,6 +144,10 @@ class WyomingServer:
         """Stop accepting, let in-flight requests finish for ``grace`` seconds, then cut them."""
         if self._server is not None:
             self._server.close()
+        if self.accept_process is not None:
+            helper, self.accept_process = self.accept_process, None
+            self.services.catalog.on_change.remove(helper.send_info)
+            await helper.stop()  # first: it shares the listening sockets
         if self._acceptor is not None:
             self._acceptor.close()
         if self._sweeper is not None:
@@ -152,8 +171,7 @@ class WyomingServer:
         loop = asyncio.get_running_loop()
         _LOGGER.debug("%s connected", peer)
         try:
-            while True:
-                connection.idle_since = loop.time()
+            while True:  # idle from _admit (less the time the accept process held it), then after each event
                 event = await connection.next_event()
                 if event is None:
                     break
@@ -164,6 +182,7 @@ class WyomingServer:
                     keep_going = await handler.handle_event(event)
                 if not keep_going:
                     break
+                connection.idle_since = loop.time()
         except IdleTimeout:
             _LOGGER.info("%s idle for %g s: disconnecting", peer, settings.idle_timeout)
             await _close_with_error(connection, f"idle for {settings.idle_timeout:g} s", "Timeout")

@@ -1,0 +1,433 @@
+"""A small second process that accepts TCP clients and answers ``describe``, so that ``info`` is never
+late, however busy the serving process is.
+
+Home Assistant asks ``describe`` on a new connection and gives up if ``info`` does not come within
+about a second; under load the serving process answers it only between two turns of its event loop,
+and one turn that handles a burst of upstream answers takes milliseconds to tens of milliseconds.
+This process does nothing else: it accepts each client, answers the ``describe`` events it opens
+with, and hands every client that asks for more (or stays silent) to the serving process over a Unix
+socket, with the socket itself and every byte it read. The serving process parses those bytes again
+and skips the ``describe`` events already answered, so a client sees one ordered conversation.
+
+The serving process keeps its listening sockets and accepts clients itself until this process is
+ready, and again if it ends; it sends the current ``info`` here whenever it changes. Linux only
+(passing sockets needs ``SOCK_SEQPACKET`` and ``SCM_RIGHTS``); elsewhere the serving process accepts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import asyncio
+import contextlib
+import logging
+import os
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from .framing import EventParser, Limits
+
+if TYPE_CHECKING:  # not imported at run time: this module is also the accept process's program
+    from .acceptor import Acceptor
+
+_LOGGER = logging.getLogger(__name__)
+
+READ_BYTES = 1024  # enough to tell a describe (tens of bytes); the rest stays queued for the serving process
+MAX_HANDED_BYTES = 65536  # of describes and what follows them, before the client is handed on anyway
+HOLD_SECONDS = 1.0  # a client silent this long is handed on (the serving process times it out)
+MAX_INFO_BYTES = 4 * 1024 * 1024
+STOP_GRACE = 1.0
+FD_SPACE = socket.CMSG_SPACE(struct.calcsize("i"))  # room for one passed socket
+
+# Messages on the channel, each one SOCK_SEQPACKET record, told apart by their first byte.
+INFO = b"I"  # serving -> here: the info event to answer with, encoded
+READY = b"R"  # here -> serving: accepting from now on
+# here -> serving: a client (its socket rides along): how many describes were answered, for how many
+# seconds it has been silent, how long the unsent end of the last answer is; then that end, then
+# every byte read from the client.
+CLIENT = b"C"
+CLIENT_HEADER = struct.Struct("!IdI")
+LOG = b"L"  # here -> serving: a log record (level, then text) for the serving process's log
+MAX_MESSAGE_BYTES = 1 + CLIENT_HEADER.size + MAX_INFO_BYTES + MAX_HANDED_BYTES + READ_BYTES
+
+
+def supported() -> bool:
+    return sys.platform.startswith("linux") and hasattr(socket, "send_fds")
+
+
+class AcceptProcess:
+    """The serving process's side: starts the process, keeps its ``info`` current, and hands the
+    clients it sends to ``acceptor``, which accepts by itself until the process is ready."""
+
+    def __init__(self, acceptor: Acceptor, max_pending: int) -> None:
+        self.acceptor = acceptor
+        self.max_pending = max_pending
+        self._loop = asyncio.get_running_loop()
+        self.ready: asyncio.Future = self._loop.create_future()
+        self.process: subprocess.Popen | None = None
+        self._channel: socket.socket | None = None
+        self._buffer = bytearray(MAX_MESSAGE_BYTES)  # one, for every message: they are read one at a time
+
+    def start(self, info: bytes) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for end in (ours, theirs):
+            _allow_large_messages(end)
+        limits = self.acceptor.limits
+        fds = [theirs.fileno(), *(listener.fileno() for listener in self.acceptor.sockets)]
+        command = [
+            sys.executable, "-P", "-m", __name__, "--channel", str(fds[0]),
+            "--listeners", ",".join(map(str, fds[1:])), "--max-event-bytes", str(limits.max_event_bytes),
+            "--max-payload-bytes", str(limits.max_payload_bytes), "--max-pending", str(self.max_pending),
+        ]  # fmt: skip
+        # -P and the serving process's own path: the same wyoming_openai, whatever the working directory.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)}
+        try:
+            self.process = subprocess.Popen(command, pass_fds=fds, env=env, stdin=subprocess.DEVNULL)
+        finally:
+            theirs.close()
+        _LOGGER.debug("Accept process %d started", self.process.pid)
+        self._channel = ours
+        ours.setblocking(False)
+        if not self.send_info(info):
+            return
+        self._loop.add_reader(ours.fileno(), self._on_channel)
+
+    def send_info(self, info: bytes) -> bool:
+        """Tell the process what to answer; if it cannot be told, stop it and accept here."""
+        if self._channel is None:
+            return False
+        try:
+            self._channel.send(INFO + info)
+        except OSError as err:  # too large for the socket, or the process is gone
+            _LOGGER.warning("Accepting in the serving process: the accept process cannot take info (%s)", err)
+            self._gone()
+            return False
+        return True
+
+    def _on_channel(self) -> None:
+        channel = self._channel
+        assert channel is not None
+        buffer = self._buffer
+        for _ in range(1024):  # then let the loop run; the reader is called again
+            try:
+                size, ancillary, flags, _ = channel.recvmsg_into([buffer], FD_SPACE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                _LOGGER.warning("Lost the accept process (%s); accepting in the serving process", err)
+                self._gone()
+                return
+            fds = [fd for level, kind, data in ancillary if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS)
+                   for fd in array.array("i", data[: len(data) - len(data) % 4])]  # fmt: skip
+            if not size:
+                _LOGGER.warning("The accept process ended; accepting in the serving process")
+                self._gone()
+                return
+            kind = buffer[:1]
+            if kind == CLIENT and len(fds) == 1:
+                answered, silent_for, unsent_length = CLIENT_HEADER.unpack_from(buffer, 1)
+                start = 1 + CLIENT_HEADER.size
+                unsent = bytes(buffer[start : start + unsent_length])
+                received = bytes(buffer[start + unsent_length : size])
+                self.acceptor.hand_over(socket.socket(fileno=fds[0]), received, answered, unsent, silent_for)
+            elif kind == READY:
+                self.acceptor.pause()
+                if not self.ready.done():
+                    self.ready.set_result(None)
+            elif kind == LOG:
+                _LOGGER.log(buffer[1], "%s", bytes(buffer[2:size]).decode("utf-8", "replace"))
+            else:  # a client whose socket did not arrive (MSG_CTRUNC: this process is out of descriptors)
+                for fd in fds:
+                    os.close(fd)
+                _LOGGER.warning("Lost a client the accept process handed over (flags %#x)", flags)
+
+    def _gone(self) -> None:
+        """Stop using the process; the serving process accepts again."""
+        if self._channel is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._channel.fileno())
+            self._channel.close()
+            self._channel = None
+            self.acceptor.start()
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError("the accept process ended"))
+            self.ready.exception()  # retrieved: nobody has to wait for it
+
+    async def stop(self) -> None:
+        """End the process (clients it holds have only asked ``describe``); the caller stops listening."""
+        if self._channel is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._channel.fileno())
+            self._channel.close()
+            self._channel = None
+        if not self.ready.done():
+            self.ready.cancel()
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        deadline = time.monotonic() + STOP_GRACE
+        while process.poll() is None:
+            if time.monotonic() > deadline:
+                process.kill()
+                await asyncio.to_thread(process.wait)
+                return
+            await asyncio.sleep(0.01)
+
+
+# --- the accept process itself ----------------------------------------------------------------
+
+
+class _Client:
+    __slots__ = (
+        "sock", "parser", "received", "describes", "answered", "unsent", "last_heard", "handing_on", "ended", "watched",
+    )  # fmt: skip
+
+    def __init__(self, sock: socket.socket, limits: Limits, now: float) -> None:
+        self.sock = sock
+        self.parser = EventParser(limits)
+        self.received = bytearray()
+        self.describes = 0  # read, not yet answered
+        self.answered = 0  # answers begun (the last one may still be in ``unsent``)
+        self.unsent = b""  # the end of the answer being written
+        self.last_heard = now
+        self.handing_on = False  # it asked for more than describe: to the serving process, once written
+        self.ended = False  # its stream ended after describes: close once written
+        self.watched = 0  # the selector events it is registered for
+
+
+class _Acceptor:
+    def __init__(self, channel: socket.socket, listeners: list[socket.socket], limits: Limits, max_pending: int) -> None:
+        self.channel = channel
+        self.listeners = listeners
+        self.limits = limits
+        self.max_pending = max_pending
+        self.selector = selectors.DefaultSelector()
+        self.clients: dict[socket.socket, _Client] = {}  # oldest first
+        self.outbox: deque[tuple[bytes, socket.socket]] = deque()  # hand-overs the channel had no room for
+        self.info = b""
+        self.accepting = False
+
+    def run(self) -> None:
+        self.info = self._read_info_blocking()
+        self.channel.setblocking(False)
+        self.selector.register(self.channel, selectors.EVENT_READ, self._on_channel)
+        self._accept_from_listeners(True)
+        self.channel.send(READY)
+        while True:
+            timeout = None
+            if self.clients:
+                oldest = next(iter(self.clients.values()))
+                timeout = max(0.0, oldest.last_heard + HOLD_SECONDS - time.monotonic())
+            ready = self.selector.select(timeout)
+            ready.sort(key=lambda item: item[0].fileobj is not self.channel)  # new info before new clients
+            for key, mask in ready:
+                key.data(key.fileobj, mask)
+            self._hand_on_silent()
+
+    def _read_info_blocking(self) -> bytes:
+        message = self.channel.recv(MAX_INFO_BYTES + 1)
+        if message[:1] != INFO:
+            raise SystemExit(0)  # the serving process went away before it began
+        return message[1:]
+
+    def _accept_from_listeners(self, on: bool) -> None:
+        if on == self.accepting:
+            return
+        self.accepting = on
+        for listener in self.listeners:
+            if on:
+                self.selector.register(listener, selectors.EVENT_READ, self._on_listener)
+            else:
+                self.selector.unregister(listener)
+
+    def _on_channel(self, channel: socket.socket, mask: int) -> None:
+        if mask & selectors.EVENT_WRITE:
+            self._flush_outbox()
+        if mask & selectors.EVENT_READ:
+            try:
+                message = channel.recv(MAX_INFO_BYTES + 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            if not message:  # the serving process is stopping, or gone
+                raise SystemExit(0)
+            if message[:1] == INFO:
+                self.info = message[1:]
+
+    def _on_listener(self, listener: socket.socket, mask: int) -> None:
+        for _ in range(128):
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:  # out of descriptors, say: hand the backlog to the serving process
+                self._log(logging.WARNING, f"cannot accept a client ({err}); the serving process takes over for now")
+                self._hand_all_on()
+                return
+            sock.setblocking(False)
+            client = _Client(sock, self.limits, time.monotonic())
+            self.clients[sock] = client
+            self._on_client(sock, selectors.EVENT_READ)  # its first bytes are usually here already
+            if len(self.clients) > self.max_pending:
+                self._hand_on(next(iter(self.clients.values())))
+
+    def _on_client(self, sock: socket.socket, mask: int) -> None:
+        client = self.clients.get(sock)
+        if client is None:
+            return
+        if mask & selectors.EVENT_READ and not (client.handing_on or client.ended):
+            try:
+                data = sock.recv(READ_BYTES)
+            except (BlockingIOError, InterruptedError):
+                data = None
+            except OSError:
+                self._drop(client)
+                return
+            if data is not None:
+                self._take(client, data)
+        self._write(client)
+
+    def _take(self, client: _Client, data: bytes) -> None:
+        client.last_heard = time.monotonic()
+        parser = client.parser
+        if not data:
+            parser.end()
+            # Cut short in the middle of an event: the serving process says so, as for any client.
+            client.handing_on = parser.error is not None
+            client.ended = not client.handing_on
+            return
+        client.received += data
+        for event in parser.feed(data):
+            if event.type != "describe":
+                client.handing_on = True
+                break
+            client.describes += 1
+        if parser.error is not None or parser.pending_type not in (None, "describe"):
+            client.handing_on = True
+        elif len(client.received) > MAX_HANDED_BYTES:
+            client.handing_on = True
+
+    def _write(self, client: _Client) -> None:
+        """Answer its describes one at a time: a client that does not read is pushed back, and hands
+        on at most one answer's end."""
+        while client.unsent or client.describes:
+            if not client.unsent:
+                client.unsent, client.describes, client.answered = self.info, client.describes - 1, client.answered + 1
+            try:
+                sent = client.sock.send(client.unsent)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self._drop(client)
+                return
+            client.unsent = client.unsent[sent:]
+            if client.unsent:
+                self._watch(client, selectors.EVENT_WRITE)
+                return
+        if client.handing_on:
+            self._hand_on(client)
+        elif client.ended:
+            self._drop(client)
+        else:
+            self._watch(client, selectors.EVENT_READ)
+
+    def _watch(self, client: _Client, events: int) -> None:
+        if client.watched == events:
+            return
+        if client.watched:
+            self.selector.modify(client.sock, events, self._on_client)
+        else:
+            self.selector.register(client.sock, events, self._on_client)
+        client.watched = events
+
+    def _hand_on_silent(self) -> None:
+        deadline = time.monotonic() - HOLD_SECONDS
+        while self.clients:
+            oldest = next(iter(self.clients.values()))
+            if oldest.last_heard > deadline:
+                return
+            self._hand_on(oldest)
+
+    def _hand_all_on(self) -> None:
+        for client in list(self.clients.values()):
+            self._hand_on(client)
+
+    def _hand_on(self, client: _Client) -> None:
+        """To the serving process, with what it sent; the rest of an info answer goes first, as is."""
+        self._forget(client)
+        silent_for = time.monotonic() - client.last_heard
+        header = CLIENT_HEADER.pack(client.answered, silent_for, len(client.unsent))
+        message = b"".join((CLIENT, header, client.unsent, client.received))
+        self.outbox.append((message, client.sock))
+        self._flush_outbox()
+
+    def _flush_outbox(self) -> None:
+        while self.outbox:
+            message, sock = self.outbox[0]
+            try:
+                socket.send_fds(self.channel, [message], [sock.fileno()])
+            except (BlockingIOError, InterruptedError):
+                break
+            except (ConnectionError, BrokenPipeError):
+                raise SystemExit(0) from None  # the serving process is gone
+            except OSError as err:  # this client only (too many sockets in flight, say)
+                self._log(logging.WARNING, f"cannot hand a client to the serving process: {err}")
+            self.outbox.popleft()
+            sock.close()
+        # While the serving process is not taking clients, leave new ones in the kernel's backlog.
+        self._accept_from_listeners(len(self.outbox) < self.max_pending)
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.outbox else 0)
+        self.selector.modify(self.channel, events, self._on_channel)
+
+    def _drop(self, client: _Client) -> None:
+        self._forget(client)
+        client.sock.close()
+
+    def _forget(self, client: _Client) -> None:
+        self.clients.pop(client.sock, None)
+        if client.watched:
+            self.selector.unregister(client.sock)
+            client.watched = 0
+
+    def _log(self, level: int, text: str) -> None:
+        with contextlib.suppress(OSError):
+            self.channel.send(LOG + bytes([level]) + text.encode("utf-8", "replace"))
+
+
+def _allow_large_messages(end: socket.socket) -> None:
+    """A Unix datagram is at most the sender's buffer: make room for a large info (capped by the
+    kernel at net.core.wmem_max; a larger info makes the serving process accept by itself)."""
+    with contextlib.suppress(OSError):
+        end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_MESSAGE_BYTES)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Started by wyoming_openai; not for direct use.")
+    parser.add_argument("--channel", type=int, required=True)
+    parser.add_argument("--listeners", required=True)
+    parser.add_argument("--max-event-bytes", type=int, required=True)
+    parser.add_argument("--max-payload-bytes", type=int, required=True)
+    parser.add_argument("--max-pending", type=int, required=True)
+    args = parser.parse_args(argv)
+    # Ctrl+C reaches the whole process group: the serving process decides when this one ends.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    channel = socket.socket(fileno=args.channel)
+    listeners = [socket.socket(fileno=int(fd)) for fd in args.listeners.split(",")]
+    for listener in listeners:
+        listener.setblocking(False)
+    limits = Limits(args.max_event_bytes, args.max_payload_bytes)
+    try:
+        _Acceptor(channel, listeners, limits, args.max_pending).run()
+    except (ConnectionError, BrokenPipeError):
+        pass  # the serving process is gone
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""The accept process: ``describe`` answered at once however busy the serving process is, and every
+other client handed to the serving process with nothing lost, duplicated or reordered."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import threading
+import time
+
+import pytest
+from wyoming.event import async_read_event
+from wyoming.info import Describe, Info
+from wyoming.ping import Ping
+from wyoming.tts import Synthesize
+
+from harness import proxy_port
+from wyoming_openai import accept_process
+from wyoming_openai.framing import encode_event
+
+pytestmark = pytest.mark.skipif(not accept_process.supported(), reason="the accept process runs on Linux only")
+
+DESCRIBE = encode_event(Describe().event())
+
+
+async def events_until(reader: asyncio.StreamReader, last: str) -> list:
+    events = []
+    while not events or events[-1].type != last:
+        event = await asyncio.wait_for(async_read_event(reader), 10)
+        assert event is not None, f"closed before {last}: {[e.type for e in events]}"
+        events.append(event)
+    return events
+
+
+def describe_blocking(port: int, results: dict) -> None:
+    """A client on its own thread, timing describe → info (the loop under test may be stuck)."""
+    began = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(DESCRIBE)
+        header = b""
+        while not header.endswith(b"\n"):
+            header += sock.recv(1)
+        results["header"] = json.loads(header)
+        results["elapsed"] = time.perf_counter() - began
+
+
+async def test_describe_is_answered_while_the_serving_process_is_stuck(start_proxy):
+    proxy = await start_proxy()
+    results: dict = {}
+    client = threading.Thread(target=describe_blocking, args=(proxy_port(proxy), results))
+    client.start()
+    time.sleep(1.5)  # the serving process's loop does nothing else meanwhile
+    client.join(5)
+    assert results["header"]["type"] == "info"
+    assert results["elapsed"] < 1.0  # Home Assistant gives up after about a second
+
+
+async def test_a_client_that_goes_on_after_describe_is_served_in_order_without_a_second_info(start_proxy):
+    proxy = await start_proxy()
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
+    writer.write(DESCRIBE)
+    assert [e.type for e in await events_until(reader, "info")] == ["info"]
+    writer.write(encode_event(Synthesize(text="Hello there.").event()) + DESCRIBE)
+    events = await events_until(reader, "info")
+    assert [e.type for e in events][0] == "audio-start"
+    assert [e.type for e in events][-2:] == ["audio-stop", "info"]
+    writer.close()
+
+
+async def test_a_client_silent_after_describe_is_handed_on_and_served(start_proxy):
+    proxy = await start_proxy()
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
+    writer.write(DESCRIBE + DESCRIBE)
+    assert [e.type for e in await events_until(reader, "info")] == ["info"]
+    assert [e.type for e in await events_until(reader, "info")] == ["info"]
+    await asyncio.sleep(accept_process.HOLD_SECONDS + 0.5)  # now with the serving process
+    writer.write(encode_event(Ping(text="still here").event()) + DESCRIBE)
+    events = await events_until(reader, "info")
+    assert [(e.type, e.data.get("text")) for e in events] == [("pong", "still here"), ("info", None)]
+    writer.close()
+
+
+async def test_a_silent_client_still_times_out_from_when_it_connected(start_proxy):
+    proxy = await start_proxy("--idle-timeout", "2")
+    began = time.monotonic()
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
+    writer.write(DESCRIBE)
+    await events_until(reader, "info")
+    events = await events_until(reader, "error")  # silent from here
+    assert events[-1].data["code"] == "Timeout"
+    # Held by the accept process for a second, then by the serving process: not a second longer.
+    assert time.monotonic() - began < 2 + 1.0
+    writer.close()
+
+
+async def test_new_info_reaches_the_accept_process(start_proxy):
+    proxy = await start_proxy()
+    proxy.services.catalog.set_voices([("zed", None), ("ann", None)])
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
+    writer.write(DESCRIBE)
+    (info,) = await events_until(reader, "info")
+    assert [voice.name for voice in Info.from_event(info).tts[0].voices] == ["zed", "ann"]
+    writer.close()
+
+
+async def test_if_the_accept_process_ends_the_serving_process_accepts_again(start_proxy, caplog):
+    caplog.set_level(logging.WARNING)
+    proxy = await start_proxy()
+    helper = proxy.server.accept_process
+    helper.process.kill()
+    await asyncio.to_thread(helper.process.wait)
+    for _ in range(100):  # the serving process notices the channel close
+        if "accept process ended" in caplog.text:
+            break
+        await asyncio.sleep(0.02)
+    assert "accepting in the serving process" in caplog.text
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
+    writer.write(DESCRIBE + encode_event(Ping(text="on").event()))
+    assert [e.type for e in await events_until(reader, "pong")] == ["info", "pong"]
+    writer.close()
+
+
+async def test_it_can_be_turned_off(start_proxy):
+    proxy = await start_proxy("--accept-process", "off")
+    assert proxy.server.accept_process is None
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
+    writer.write(DESCRIBE)
+    assert [e.type for e in await events_until(reader, "info")] == ["info"]
+    writer.close()
+
+
+async def test_it_ends_with_the_server(start_proxy):
+    proxy = await start_proxy()
+    process = proxy.server.accept_process.process
+    await proxy.server.stop(grace=0.1)
+    assert process.poll() is not None
+    assert proxy.server.accept_process is None
