@@ -20,6 +20,7 @@ import argparse
 import array
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import selectors
@@ -54,6 +55,7 @@ READY = b"R"  # here -> serving: accepting from now on
 # every byte read from the client.
 CLIENT = b"C"
 CLIENT_HEADER = struct.Struct("!IdI")
+NOTHING_ANSWERED = CLIENT_HEADER.pack(0, 0.0, 0)
 LOG = b"L"  # here -> serving: a log record (level, then text) for the serving process's log
 MAX_MESSAGE_BYTES = 1 + CLIENT_HEADER.size + MAX_INFO_BYTES + MAX_HANDED_BYTES + READ_BYTES
 
@@ -212,6 +214,7 @@ class _Acceptor:
         self.selector = selectors.DefaultSelector()
         self.clients: dict[socket.socket, _Client] = {}  # oldest first
         self.outbox: deque[tuple[bytes, socket.socket]] = deque()  # hand-overs the channel had no room for
+        self.outbox_waiting = False  # on room in the channel
         self.info = b""
         self.accepting = False
 
@@ -272,9 +275,21 @@ class _Acceptor:
                 self._hand_all_on()
                 return
             sock.setblocking(False)
+            try:
+                first = sock.recv(READ_BYTES)  # usually here already (TCP_DEFER_ACCEPT)
+            except (BlockingIOError, InterruptedError):
+                first = None
+            except OSError:
+                sock.close()
+                continue
+            if first and _opens_with_more_than_describe(first):  # most clients: straight on, as they came
+                self._send_client(CLIENT + NOTHING_ANSWERED + first, sock)
+                continue
             client = _Client(sock, self.limits, time.monotonic())
             self.clients[sock] = client
-            self._on_client(sock, selectors.EVENT_READ)  # its first bytes are usually here already
+            if first is not None:
+                self._take(client, first)
+            self._write(client)
             if len(self.clients) > self.max_pending:
                 self._hand_on(next(iter(self.clients.values())))
 
@@ -365,10 +380,14 @@ class _Acceptor:
         silent_for = time.monotonic() - client.last_heard
         header = CLIENT_HEADER.pack(client.answered, silent_for, len(client.unsent))
         message = b"".join((CLIENT, header, client.unsent, client.received))
-        self.outbox.append((message, client.sock))
+        self._send_client(message, client.sock)
+
+    def _send_client(self, message: bytes, sock: socket.socket) -> None:
+        self.outbox.append((message, sock))
         self._flush_outbox()
 
     def _flush_outbox(self) -> None:
+        was_full = bool(self.outbox) and self.outbox_waiting
         while self.outbox:
             message, sock = self.outbox[0]
             try:
@@ -381,10 +400,12 @@ class _Acceptor:
                 self._log(logging.WARNING, f"cannot hand a client to the serving process: {err}")
             self.outbox.popleft()
             sock.close()
+        self.outbox_waiting = bool(self.outbox)
+        if self.outbox_waiting != was_full:  # the channel's room changed: watch it, or stop
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.outbox_waiting else 0)
+            self.selector.modify(self.channel, events, self._on_channel)
         # While the serving process is not taking clients, leave new ones in the kernel's backlog.
         self._accept_from_listeners(len(self.outbox) < self.max_pending)
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.outbox else 0)
-        self.selector.modify(self.channel, events, self._on_channel)
 
     def _drop(self, client: _Client) -> None:
         self._forget(client)
@@ -399,6 +420,19 @@ class _Acceptor:
     def _log(self, level: int, text: str) -> None:
         with contextlib.suppress(OSError):
             self.channel.send(LOG + bytes([level]) + text.encode("utf-8", "replace"))
+
+
+def _opens_with_more_than_describe(data: bytes) -> bool:
+    """Whether the first header line in ``data`` is complete and not a describe (or not even an
+    event: the serving process, which reads everything again, says what is wrong)."""
+    newline = data.find(b"\n")
+    if newline < 0:
+        return False
+    try:
+        header = json.loads(data[:newline])
+    except ValueError:
+        return True
+    return not isinstance(header, dict) or header.get("type") != "describe"
 
 
 def _allow_large_messages(end: socket.socket) -> None:
