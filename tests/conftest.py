@@ -88,7 +88,7 @@ async def start_proxy(upstream: FakeUpstream) -> AsyncIterator[StartProxy]:
         await proxy.start()
         started.append(proxy)
         if proxy.server is not None and proxy.server.accept_process is not None:
-            # Deterministic: every client goes the way it goes in production, through the accept process.
+            # So that a client connecting while a test keeps the loop busy is surely taken by it.
             await asyncio.wait_for(asyncio.shield(proxy.server.accept_process.ready), 10)
         if discovery and proxy.discovery is not None:
             await asyncio.wait_for(asyncio.shield(proxy.discovery), 10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,12 @@ class Client:
             if event.type == event_type:
                 return events
             assert event.type != "error", f"error instead of {event_type}: {event.data}"
+
+
+def keep_busy(seconds: float = 0.3) -> None:
+    """Block this loop, which in these tests is also the serving process's, as a burst of work would:
+    a client that connects meanwhile is taken by the accept process."""
+    time.sleep(seconds)
 
 
 def proxy_port(proxy: Proxy) -> int:

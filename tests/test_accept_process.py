@@ -1,5 +1,5 @@
-"""The accept process: ``describe`` answered at once however busy the serving process is, and every
-other client handed to the serving process with nothing lost, duplicated or reordered."""
+"""The accept process: while the serving process is busy, ``describe`` is still answered at once,
+and every client is handed to the serving process with nothing lost, duplicated or reordered."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from wyoming.info import Describe, Info
 from wyoming.ping import Ping
 from wyoming.tts import Synthesize
 
-from harness import proxy_port
+from harness import keep_busy, proxy_port
 from wyoming_openai import accept_process
 from wyoming_openai.framing import encode_event
 
@@ -34,8 +34,16 @@ async def events_until(reader: asyncio.StreamReader, last: str) -> list:
     return events
 
 
+async def connect_while_busy(proxy, first: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A client whose first bytes arrive while the serving process is busy."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
+    writer.write(first)
+    keep_busy()
+    return reader, writer
+
+
 def describe_blocking(port: int, results: dict) -> None:
-    """A client on its own thread, timing describe → info (the loop under test may be stuck)."""
+    """A client on its own thread, timing describe → info (the loop under test is stuck)."""
     began = time.perf_counter()
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(DESCRIBE)
@@ -51,7 +59,7 @@ async def test_describe_is_answered_while_the_serving_process_is_stuck(start_pro
     results: dict = {}
     client = threading.Thread(target=describe_blocking, args=(proxy_port(proxy), results))
     client.start()
-    time.sleep(1.5)  # the serving process's loop does nothing else meanwhile
+    keep_busy(1.5)
     client.join(5)
     assert results["header"]["type"] == "info"
     assert results["elapsed"] < 1.0  # Home Assistant gives up after about a second
@@ -59,53 +67,60 @@ async def test_describe_is_answered_while_the_serving_process_is_stuck(start_pro
 
 async def test_a_client_that_goes_on_after_describe_is_served_in_order_without_a_second_info(start_proxy):
     proxy = await start_proxy()
-    reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
-    writer.write(DESCRIBE)
+    reader, writer = await connect_while_busy(proxy, DESCRIBE)
     assert [e.type for e in await events_until(reader, "info")] == ["info"]
     writer.write(encode_event(Synthesize(text="Hello there.").event()) + DESCRIBE)
     events = await events_until(reader, "info")
     assert [e.type for e in events][0] == "audio-start"
     assert [e.type for e in events][-2:] == ["audio-stop", "info"]
+    assert proxy.server.accept_process.clients_handed_over == 1
+    writer.close()
+
+
+async def test_a_request_that_arrives_while_busy_is_handed_over_whole(start_proxy):
+    proxy = await start_proxy()
+    reader, writer = await connect_while_busy(proxy, encode_event(Synthesize(text="Hello there.").event()))
+    events = await events_until(reader, "audio-stop")
+    assert events[0].type == "audio-start" and events[1].type == "audio-chunk"
+    assert proxy.server.accept_process.clients_handed_over == 1
     writer.close()
 
 
 async def test_a_client_silent_after_describe_is_handed_on_and_served(start_proxy):
     proxy = await start_proxy()
-    reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
-    writer.write(DESCRIBE + DESCRIBE)
+    reader, writer = await connect_while_busy(proxy, DESCRIBE + DESCRIBE)
     assert [e.type for e in await events_until(reader, "info")] == ["info"]
     assert [e.type for e in await events_until(reader, "info")] == ["info"]
     await asyncio.sleep(accept_process.HOLD_SECONDS + 0.5)  # now with the serving process
+    assert proxy.server.accept_process.clients_handed_over == 1
     writer.write(encode_event(Ping(text="still here").event()) + DESCRIBE)
     events = await events_until(reader, "info")
     assert [(e.type, e.data.get("text")) for e in events] == [("pong", "still here"), ("info", None)]
     writer.close()
 
 
-async def test_a_silent_client_still_times_out_from_when_it_connected(start_proxy):
+async def test_a_silent_client_still_times_out_from_when_it_was_last_heard(start_proxy):
     proxy = await start_proxy("--idle-timeout", "2")
-    began = time.monotonic()
-    reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
-    writer.write(DESCRIBE)
+    reader, writer = await connect_while_busy(proxy, DESCRIBE)
     await events_until(reader, "info")
+    heard = time.monotonic()
     events = await events_until(reader, "error")  # silent from here
     assert events[-1].data["code"] == "Timeout"
-    # Held by the accept process for a second, then by the serving process: not a second longer.
-    assert time.monotonic() - began < 2 + 1.0
+    # A second with the accept process, then with the serving process: not a second longer.
+    assert time.monotonic() - heard < 2 + 0.9
     writer.close()
 
 
 async def test_new_info_reaches_the_accept_process(start_proxy):
     proxy = await start_proxy()
     proxy.services.catalog.set_voices([("zed", None), ("ann", None)])
-    reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
-    writer.write(DESCRIBE)
+    reader, writer = await connect_while_busy(proxy, DESCRIBE)
     (info,) = await events_until(reader, "info")
     assert [voice.name for voice in Info.from_event(info).tts[0].voices] == ["zed", "ann"]
     writer.close()
 
 
-async def test_if_the_accept_process_ends_the_serving_process_accepts_again(start_proxy, caplog):
+async def test_if_the_accept_process_ends_the_serving_process_goes_on(start_proxy, caplog):
     caplog.set_level(logging.WARNING)
     proxy = await start_proxy()
     helper = proxy.server.accept_process
@@ -115,7 +130,7 @@ async def test_if_the_accept_process_ends_the_serving_process_accepts_again(star
         if "accept process ended" in caplog.text:
             break
         await asyncio.sleep(0.02)
-    assert "accepting in the serving process" in caplog.text
+    assert "the serving process accepts alone" in caplog.text
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
     writer.write(DESCRIBE + encode_event(Ping(text="on").event()))
     assert [e.type for e in await events_until(reader, "pong")] == ["info", "pong"]
@@ -125,8 +140,7 @@ async def test_if_the_accept_process_ends_the_serving_process_accepts_again(star
 async def test_it_can_be_turned_off(start_proxy):
     proxy = await start_proxy("--accept-process", "off")
     assert proxy.server.accept_process is None
-    reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
-    writer.write(DESCRIBE)
+    reader, writer = await connect_while_busy(proxy, DESCRIBE)
     assert [e.type for e in await events_until(reader, "info")] == ["info"]
     writer.close()
 

@@ -13,7 +13,7 @@ from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeVoice
 
 from audio_samples import tone
-from harness import TEST_KEY, URL_PASSWORD, Client, proxy_port
+from harness import TEST_KEY, URL_PASSWORD, Client, keep_busy, proxy_port
 from upstream import Fault
 from wyoming_openai.framing import encode_event
 
@@ -153,17 +153,17 @@ async def read_events(reader: asyncio.StreamReader, until: str) -> list:
     return events
 
 
-# Accepted by the accept process (the default), or by the serving process itself.
-ACCEPTING = pytest.mark.parametrize("accepting", [[], ["--accept-process", "off"]], ids=["accept process", "in process"])
+# The serving process idle (it accepts the client itself), or busy (the accept process steps in).
+BUSY = pytest.mark.parametrize("busy", [False, True], ids=["served at once", "while busy"])
 
 
-@ACCEPTING
+@BUSY
 @pytest.mark.parametrize(
     "describe",
     [Describe().event(), Event(type="describe", data={"reason": "with a data block"}, payload=b"and a payload")],
 )
-async def test_describe_and_what_follows_it_in_one_packet_are_served_in_order(start_proxy, upstream, describe, accepting):
-    proxy = await start_proxy(*accepting)
+async def test_describe_and_what_follows_it_in_one_packet_are_served_in_order(start_proxy, upstream, describe, busy):
+    proxy = await start_proxy()
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
     audio = tone(0.3, 16000)
     writer.write(b"".join(encode_event(e) for e in (
@@ -175,20 +175,26 @@ async def test_describe_and_what_follows_it_in_one_packet_are_served_in_order(st
         Describe().event(),
     )))  # fmt: skip
     await writer.drain()
+    if busy:
+        keep_busy()
     events = await read_events(reader, "transcript") + await read_events(reader, "info")
     assert [e.type for e in events] == ["info", "transcript", "info"]
     assert events[1].data["text"].startswith(f"{len(audio) // 2} frames")
+    if busy:
+        assert proxy.server.accept_process.clients_handed_over == 1
     writer.close()
 
 
-@ACCEPTING
-async def test_describe_sent_after_a_pause_and_a_half_close_are_answered(start_proxy, accepting):
-    proxy = await start_proxy(*accepting)
+@BUSY
+async def test_describe_sent_after_a_pause_and_a_half_close_are_answered(start_proxy, busy):
+    proxy = await start_proxy()
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
     await asyncio.sleep(0.2)  # the first read found nothing: the connection's own reading takes it
     wire = encode_event(Describe().event())
     writer.write(wire[:5])
     await writer.drain()
+    if busy:
+        keep_busy()
     await asyncio.sleep(0.05)
     writer.write(wire[5:])
     writer.write_eof()

@@ -1,17 +1,20 @@
-"""A small second process that accepts TCP clients and answers ``describe``, so that ``info`` is never
-late, however busy the serving process is.
+"""A small second process that steps in to accept TCP clients and answer ``describe`` while the
+serving process is busy, so that ``info`` is never late.
 
 Home Assistant asks ``describe`` on a new connection and gives up if ``info`` does not come within
-about a second; under load the serving process answers it only between two turns of its event loop,
-and one turn that handles a burst of upstream answers takes milliseconds to tens of milliseconds.
-This process does nothing else: it accepts each client, answers the ``describe`` events it opens
-with, and hands every client that asks for more (or stays silent) to the serving process over a Unix
-socket, with the socket itself and every byte it read. The serving process parses those bytes again
-and skips the ``describe`` events already answered, so a client sees one ordered conversation.
+about a second. The serving process accepts clients and answers ``describe`` the moment its loop
+polls, but under load one turn of its loop (a burst of upstream answers) takes 10-20 ms, and a new
+client waits for it. This process watches the same listening sockets and does nothing else: a
+client still waiting after STEP_IN_SECONDS is accepted here, the ``describe`` events it opens with
+are answered, and it is handed to the serving process (over a Unix socket: the socket itself, the
+bytes read from it, how many describes were answered) as soon as it asks for more or stays silent.
+The serving process parses those bytes again and skips the describes already answered: a client
+sees one ordered conversation. An idle serving process wins the race for every client, so a quiet
+house pays for no hand-over.
 
-The serving process keeps its listening sockets and accepts clients itself until this process is
-ready, and again if it ends; it sends the current ``info`` here whenever it changes. Linux only
-(passing sockets needs ``SOCK_SEQPACKET`` and ``SCM_RIGHTS``); elsewhere the serving process accepts.
+The serving process sends the current ``info`` here whenever it changes; if this process ends, the
+serving process goes on accepting alone. Linux only (passing sockets needs ``SOCK_SEQPACKET`` and
+``SCM_RIGHTS``).
 """
 
 from __future__ import annotations
@@ -43,13 +46,17 @@ _LOGGER = logging.getLogger(__name__)
 READ_BYTES = 1024  # enough to tell a describe (tens of bytes); the rest stays queued for the serving process
 MAX_HANDED_BYTES = 65536  # of describes and what follows them, before the client is handed on anyway
 HOLD_SECONDS = 1.0  # a client silent this long is handed on (the serving process times it out)
+# A client the serving process has not accepted within this time waits behind a busy loop: accept
+# it here. (Sooner, and an idle serving process would lose the race for clients it serves better
+# itself, without a hand-over.)
+STEP_IN_SECONDS = 0.002
 MAX_INFO_BYTES = 4 * 1024 * 1024
 STOP_GRACE = 1.0
 FD_SPACE = socket.CMSG_SPACE(struct.calcsize("i"))  # room for one passed socket
 
 # Messages on the channel, each one SOCK_SEQPACKET record, told apart by their first byte.
 INFO = b"I"  # serving -> here: the info event to answer with, encoded
-READY = b"R"  # here -> serving: accepting from now on
+READY = b"R"  # here -> serving: stepping in from now on
 # here -> serving: a client (its socket rides along): how many describes were answered, for how many
 # seconds it has been silent, how long the unsent end of the last answer is; then that end, then
 # every byte read from the client.
@@ -66,7 +73,7 @@ def supported() -> bool:
 
 class AcceptProcess:
     """The serving process's side: starts the process, keeps its ``info`` current, and hands the
-    clients it sends to ``acceptor``, which accepts by itself until the process is ready."""
+    clients it sends to ``acceptor``, which accepts on the same sockets."""
 
     def __init__(self, acceptor: Acceptor, max_pending: int) -> None:
         self.acceptor = acceptor
@@ -75,6 +82,7 @@ class AcceptProcess:
         self.ready: asyncio.Future = self._loop.create_future()
         self.process: subprocess.Popen | None = None
         self._channel: socket.socket | None = None
+        self.clients_handed_over = 0
         self._buffer = bytearray(MAX_MESSAGE_BYTES)  # one, for every message: they are read one at a time
 
     def start(self, info: bytes) -> None:
@@ -108,7 +116,7 @@ class AcceptProcess:
         try:
             self._channel.send(INFO + info)
         except OSError as err:  # too large for the socket, or the process is gone
-            _LOGGER.warning("Accepting in the serving process: the accept process cannot take info (%s)", err)
+            _LOGGER.warning("Stopping the accept process: it cannot take the info (%s); the serving process accepts alone", err)
             self._gone()
             return False
         return True
@@ -123,13 +131,13 @@ class AcceptProcess:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as err:
-                _LOGGER.warning("Lost the accept process (%s); accepting in the serving process", err)
+                _LOGGER.warning("Lost the accept process (%s); the serving process accepts alone", err)
                 self._gone()
                 return
             fds = [fd for level, kind, data in ancillary if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS)
                    for fd in array.array("i", data[: len(data) - len(data) % 4])]  # fmt: skip
             if not size:
-                _LOGGER.warning("The accept process ended; accepting in the serving process")
+                _LOGGER.warning("The accept process ended; the serving process accepts alone")
                 self._gone()
                 return
             kind = buffer[:1]
@@ -139,8 +147,8 @@ class AcceptProcess:
                 unsent = bytes(buffer[start : start + unsent_length])
                 received = bytes(buffer[start + unsent_length : size])
                 self.acceptor.hand_over(socket.socket(fileno=fds[0]), received, answered, unsent, silent_for)
+                self.clients_handed_over += 1
             elif kind == READY:
-                self.acceptor.pause()
                 if not self.ready.done():
                     self.ready.set_result(None)
             elif kind == LOG:
@@ -157,7 +165,6 @@ class AcceptProcess:
                 self._loop.remove_reader(self._channel.fileno())
             self._channel.close()
             self._channel = None
-            self.acceptor.start()
         if not self.ready.done():
             self.ready.set_exception(ConnectionError("the accept process ended"))
             self.ready.exception()  # retrieved: nobody has to wait for it
@@ -216,23 +223,26 @@ class _Acceptor:
         self.outbox: deque[tuple[bytes, socket.socket]] = deque()  # hand-overs the channel had no room for
         self.outbox_waiting = False  # on room in the channel
         self.info = b""
-        self.accepting = False
+        self.watching_listeners = False
+        self.step_in_at: float | None = None  # when to accept the clients the serving process left waiting
 
     def run(self) -> None:
         self.info = self._read_info_blocking()
         self.channel.setblocking(False)
         self.selector.register(self.channel, selectors.EVENT_READ, self._on_channel)
-        self._accept_from_listeners(True)
+        self._watch_listeners(True)
         self.channel.send(READY)
         while True:
-            timeout = None
+            deadlines = [] if self.step_in_at is None else [self.step_in_at]
             if self.clients:
-                oldest = next(iter(self.clients.values()))
-                timeout = max(0.0, oldest.last_heard + HOLD_SECONDS - time.monotonic())
+                deadlines.append(next(iter(self.clients.values())).last_heard + HOLD_SECONDS)
+            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
             ready = self.selector.select(timeout)
             ready.sort(key=lambda item: item[0].fileobj is not self.channel)  # new info before new clients
             for key, mask in ready:
                 key.data(key.fileobj, mask)
+            if self.step_in_at is not None and time.monotonic() >= self.step_in_at:
+                self._step_in()
             self._hand_on_silent()
 
     def _read_info_blocking(self) -> bytes:
@@ -241,10 +251,10 @@ class _Acceptor:
             raise SystemExit(0)  # the serving process went away before it began
         return message[1:]
 
-    def _accept_from_listeners(self, on: bool) -> None:
-        if on == self.accepting:
+    def _watch_listeners(self, on: bool) -> None:
+        if on == self.watching_listeners:
             return
-        self.accepting = on
+        self.watching_listeners = on
         for listener in self.listeners:
             if on:
                 self.selector.register(listener, selectors.EVENT_READ, self._on_listener)
@@ -265,6 +275,18 @@ class _Acceptor:
                 self.info = message[1:]
 
     def _on_listener(self, listener: socket.socket, mask: int) -> None:
+        """A client is waiting to be accepted: the serving process takes it at once when it is free;
+        if it is still waiting after STEP_IN_SECONDS, the serving process is busy, and this one takes it."""
+        self._watch_listeners(False)
+        self.step_in_at = time.monotonic() + STEP_IN_SECONDS
+
+    def _step_in(self) -> None:
+        self.step_in_at = None
+        for listener in self.listeners:
+            self._accept(listener)
+        self._watch_listeners(len(self.outbox) < self.max_pending)
+
+    def _accept(self, listener: socket.socket) -> None:
         for _ in range(128):
             try:
                 sock, _ = listener.accept()
@@ -404,8 +426,8 @@ class _Acceptor:
         if self.outbox_waiting != was_full:  # the channel's room changed: watch it, or stop
             events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.outbox_waiting else 0)
             self.selector.modify(self.channel, events, self._on_channel)
-        # While the serving process is not taking clients, leave new ones in the kernel's backlog.
-        self._accept_from_listeners(len(self.outbox) < self.max_pending)
+        if self.step_in_at is None:  # while the serving process takes no clients, leave new ones be
+            self._watch_listeners(len(self.outbox) < self.max_pending)
 
     def _drop(self, client: _Client) -> None:
         self._forget(client)

@@ -51,20 +51,14 @@ class Acceptor:
         self._adopting: set[asyncio.Task] = set()
 
     def start(self) -> None:
-        """Accept clients (again). Raises NotImplementedError on a loop that cannot watch sockets."""
+        """Raises NotImplementedError on a loop that cannot watch sockets."""
         for listener in self.sockets:
-            if listener.fileno() >= 0:
-                self._loop.add_reader(listener.fileno(), self._accept, listener)
+            self._loop.add_reader(listener.fileno(), self._accept, listener)
 
-    def pause(self) -> None:
-        """Stop accepting, but keep listening (the accept process accepts on these sockets)."""
+    def close(self) -> None:
         for listener in self.sockets:
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(listener.fileno())
-
-    def close(self) -> None:
-        self.pause()
-        for listener in self.sockets:
             listener.close()
 
     def _accept(self, listener: socket.socket) -> None:
