@@ -1,12 +1,14 @@
 """Added latency of the proxy over calling the upstream directly, measured in one run.
 
     python bench/latency.py [--requests 200] [--delay-ms 20] [--format wav]
+                            [--variant NAME="FLAGS" ...] [--baseline NAME=/path/to/python ...]
 
 Starts the upstream stand-in and the proxy as separate processes, then, one request at a time:
 - TTS: time to the first audio (direct: first body bytes; proxy: first audio-chunk event);
 - STT: time to the text (direct: the whole multipart request; proxy: from audio-stop to transcript,
   the audio having been streamed in 10 ms chunks as Home Assistant does).
-Prints p50/p99 of both paths and the difference.
+Prints p50/p99 of both paths and the difference. --variant adds this checkout's proxy started with
+other flags, --baseline another installed version; every path is measured in the same run, in turn.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ async def proxy_stt(port: int, audio: bytes) -> float:
 def row(name: str, direct: list[float], proxied: list[float]) -> str:
     d50, d99 = percentile(direct, 50) * 1000, percentile(direct, 99) * 1000
     p50, p99 = percentile(proxied, 50) * 1000, percentile(proxied, 99) * 1000
-    return f"{name:<22}{d50:>10.2f}{d99:>10.2f}{p50:>10.2f}{p99:>10.2f}{p50 - d50:>12.2f}{p50 / d50:>8.3f}"
+    return f"{name:<30}{d50:>10.2f}{d99:>10.2f}{p50:>10.2f}{p99:>10.2f}{p50 - d50:>12.2f}{p50 / d50:>8.3f}"
 
 
 async def main() -> None:
@@ -97,27 +99,48 @@ async def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--delay-ms", type=float, default=20.0, help="upstream answer latency")
     parser.add_argument("--format", default="wav", help="upstream TTS response_format")
+    parser.add_argument(
+        "--variant", action="append", default=[], metavar="NAME=FLAGS",
+        help="also measure this checkout's proxy started with FLAGS, labelled NAME (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--baseline", action="append", default=[], metavar="NAME=PYTHON",
+        help="also measure the wyoming_openai installed for another interpreter, labelled NAME (repeatable)",
+    )  # fmt: skip
     args = parser.parse_args()
     upstream, url = await start_upstream("--delay-ms", str(args.delay_ms))
-    proxy, port = await start_proxy(url, "--tts-voices", "alloy", "--tts-response-format", args.format)
+    common = ("--tts-voices", "alloy", "--tts-response-format", args.format)
+    proxies = {"proxy": await start_proxy(url, *common)}
+    for variant in args.variant:
+        name, _, flags = variant.partition("=")
+        proxies[name] = await start_proxy(url, *common, *flags.split())
+    for baseline in args.baseline:
+        name, _, python = baseline.partition("=")
+        proxies[name] = await start_proxy(url, *common, python=python)
     audio = tone(2.0, 16000)
-    results: dict[str, list[float]] = {k: [] for k in ("tts_direct", "tts_proxy", "stt_direct", "stt_proxy")}
+    tts: dict[str, list[float]] = {name: [] for name in ("direct", *proxies)}
+    stt: dict[str, list[float]] = {name: [] for name in ("direct", *proxies)}
     try:
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {KEY}"}) as session:
-            for _ in range(5):  # warm both paths
+            for _ in range(5):  # warm every path
                 await direct_tts(session, url, args.format)
-                await proxy_tts(port)
-            for _ in range(args.requests):  # interleaved, so drift hits both paths alike
-                results["tts_direct"].append(await direct_tts(session, url, args.format))
-                results["tts_proxy"].append(await proxy_tts(port))
-                results["stt_direct"].append(await direct_stt(session, url, audio))
-                results["stt_proxy"].append(await proxy_stt(port, audio))
+                for _, port in proxies.values():
+                    await proxy_tts(port)
+            for _ in range(args.requests):  # interleaved, so drift hits every path alike
+                tts["direct"].append(await direct_tts(session, url, args.format))
+                for name, (_, port) in proxies.items():
+                    tts[name].append(await proxy_tts(port))
+                stt["direct"].append(await direct_stt(session, url, audio))
+                for name, (_, port) in proxies.items():
+                    stt[name].append(await proxy_stt(port, audio))
     finally:
-        await stop(proxy, upstream)
+        await stop(*(process for process, _ in proxies.values()), upstream)
     print(f"{args.requests} requests each, upstream latency {args.delay_ms:g} ms, TTS format {args.format}")
-    print(f"{'ms':<22}{'direct50':>10}{'direct99':>10}{'proxy50':>10}{'proxy99':>10}{'added p50':>12}{'ratio':>8}")
-    print(row("TTS first audio", results["tts_direct"], results["tts_proxy"]))
-    print(row("STT transcript", results["stt_direct"], results["stt_proxy"]))
+    print(f"{'ms':<30}{'direct50':>10}{'direct99':>10}{'proxy50':>10}{'proxy99':>10}{'added p50':>12}{'ratio':>8}")
+    for name in proxies:
+        print(row(f"TTS first audio, {name}", tts["direct"], tts[name]))
+    for name in proxies:
+        print(row(f"STT transcript, {name}", stt["direct"], stt[name]))
 
 
 if __name__ == "__main__":

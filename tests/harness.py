@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from pathlib import Path
 
@@ -69,6 +70,15 @@ def keep_busy(seconds: float = 0.3) -> None:
     """Block this loop, which in these tests is also the serving process's, as a burst of work would:
     a client that connects meanwhile is taken by the accept process."""
     time.sleep(seconds)
+
+
+async def connect_while_busy(port: int, first: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A client that connects and sends ``first`` while the serving process is busy."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)  # blocking: the loop cannot accept
+    sock.sendall(first)
+    keep_busy()
+    sock.setblocking(False)
+    return await asyncio.open_connection(sock=sock)
 
 
 def proxy_port(proxy: Proxy) -> int:

@@ -16,7 +16,7 @@ from wyoming.info import Describe, Info
 from wyoming.ping import Ping
 from wyoming.tts import Synthesize
 
-from harness import keep_busy, proxy_port
+from harness import connect_while_busy, keep_busy, proxy_port
 from wyoming_openai import accept_process
 from wyoming_openai.framing import encode_event
 
@@ -32,14 +32,6 @@ async def events_until(reader: asyncio.StreamReader, last: str) -> list:
         assert event is not None, f"closed before {last}: {[e.type for e in events]}"
         events.append(event)
     return events
-
-
-async def connect_while_busy(proxy, first: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A client whose first bytes arrive while the serving process is busy."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
-    writer.write(first)
-    keep_busy()
-    return reader, writer
 
 
 def describe_blocking(port: int, results: dict) -> None:
@@ -67,7 +59,7 @@ async def test_describe_is_answered_while_the_serving_process_is_stuck(start_pro
 
 async def test_a_client_that_goes_on_after_describe_is_served_in_order_without_a_second_info(start_proxy):
     proxy = await start_proxy()
-    reader, writer = await connect_while_busy(proxy, DESCRIBE)
+    reader, writer = await connect_while_busy(proxy_port(proxy), DESCRIBE)
     assert [e.type for e in await events_until(reader, "info")] == ["info"]
     writer.write(encode_event(Synthesize(text="Hello there.").event()) + DESCRIBE)
     events = await events_until(reader, "info")
@@ -79,7 +71,7 @@ async def test_a_client_that_goes_on_after_describe_is_served_in_order_without_a
 
 async def test_a_request_that_arrives_while_busy_is_handed_over_whole(start_proxy):
     proxy = await start_proxy()
-    reader, writer = await connect_while_busy(proxy, encode_event(Synthesize(text="Hello there.").event()))
+    reader, writer = await connect_while_busy(proxy_port(proxy), encode_event(Synthesize(text="Hello there.").event()))
     events = await events_until(reader, "audio-stop")
     assert events[0].type == "audio-start" and events[1].type == "audio-chunk"
     assert proxy.server.accept_process.clients_handed_over == 1
@@ -88,7 +80,7 @@ async def test_a_request_that_arrives_while_busy_is_handed_over_whole(start_prox
 
 async def test_a_client_silent_after_describe_is_handed_on_and_served(start_proxy):
     proxy = await start_proxy()
-    reader, writer = await connect_while_busy(proxy, DESCRIBE + DESCRIBE)
+    reader, writer = await connect_while_busy(proxy_port(proxy), DESCRIBE + DESCRIBE)
     assert [e.type for e in await events_until(reader, "info")] == ["info"]
     assert [e.type for e in await events_until(reader, "info")] == ["info"]
     await asyncio.sleep(accept_process.HOLD_SECONDS + 0.5)  # now with the serving process
@@ -101,7 +93,7 @@ async def test_a_client_silent_after_describe_is_handed_on_and_served(start_prox
 
 async def test_a_silent_client_still_times_out_from_when_it_was_last_heard(start_proxy):
     proxy = await start_proxy("--idle-timeout", "2")
-    reader, writer = await connect_while_busy(proxy, DESCRIBE)
+    reader, writer = await connect_while_busy(proxy_port(proxy), DESCRIBE)
     await events_until(reader, "info")
     heard = time.monotonic()
     events = await events_until(reader, "error")  # silent from here
@@ -114,7 +106,7 @@ async def test_a_silent_client_still_times_out_from_when_it_was_last_heard(start
 async def test_new_info_reaches_the_accept_process(start_proxy):
     proxy = await start_proxy()
     proxy.services.catalog.set_voices([("zed", None), ("ann", None)])
-    reader, writer = await connect_while_busy(proxy, DESCRIBE)
+    reader, writer = await connect_while_busy(proxy_port(proxy), DESCRIBE)
     (info,) = await events_until(reader, "info")
     assert [voice.name for voice in Info.from_event(info).tts[0].voices] == ["zed", "ann"]
     writer.close()
@@ -140,7 +132,7 @@ async def test_if_the_accept_process_ends_the_serving_process_goes_on(start_prox
 async def test_it_can_be_turned_off(start_proxy):
     proxy = await start_proxy("--accept-process", "off")
     assert proxy.server.accept_process is None
-    reader, writer = await connect_while_busy(proxy, DESCRIBE)
+    reader, writer = await connect_while_busy(proxy_port(proxy), DESCRIBE)
     assert [e.type for e in await events_until(reader, "info")] == ["info"]
     writer.close()
 
@@ -151,3 +143,12 @@ async def test_it_ends_with_the_server(start_proxy):
     await proxy.server.stop(grace=0.1)
     assert process.poll() is not None
     assert proxy.server.accept_process is None
+
+
+async def test_a_client_taken_before_it_sent_anything_is_served(start_proxy):
+    proxy = await start_proxy()
+    reader, writer = await connect_while_busy(proxy_port(proxy), b"")
+    writer.write(DESCRIBE + encode_event(Ping(text="late").event()))
+    assert [e.type for e in await events_until(reader, "pong")] == ["info", "pong"]
+    assert proxy.server.accept_process.clients_handed_over == 1
+    writer.close()

@@ -204,10 +204,6 @@ async def test_busy_connections_are_not_evicted(start_proxy, upstream):
     await asyncio.sleep(0.2)
     received = await raw_exchange(proxy_port(proxy), encode_event(Ping().event()))
     assert "too many connections" in first_event(received)["text"]
-    await proxy.server.accept_process.ready
-    async with Client(proxy_port(proxy)) as client:  # describe is still answered: it needs no room
-        await client.send(Describe().event())
-        assert (await client.read()).type == "info"
     for client in busy:  # and the busy ones are served in full
         await client.read_until("audio-stop")
         await client.__aexit__(None, None, None)

@@ -13,7 +13,7 @@ from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeVoice
 
 from audio_samples import tone
-from harness import TEST_KEY, URL_PASSWORD, Client, keep_busy, proxy_port
+from harness import TEST_KEY, URL_PASSWORD, Client, connect_while_busy, proxy_port
 from upstream import Fault
 from wyoming_openai.framing import encode_event
 
@@ -164,19 +164,20 @@ BUSY = pytest.mark.parametrize("busy", [False, True], ids=["served at once", "wh
 )
 async def test_describe_and_what_follows_it_in_one_packet_are_served_in_order(start_proxy, upstream, describe, busy):
     proxy = await start_proxy()
-    reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
     audio = tone(0.3, 16000)
-    writer.write(b"".join(encode_event(e) for e in (
+    packet = b"".join(encode_event(e) for e in (
         describe,
         Transcribe(language="en").event(),
         AudioStart(rate=16000, width=2, channels=1).event(),
         AudioChunk(rate=16000, width=2, channels=1, audio=audio).event(),
         AudioStop().event(),
         Describe().event(),
-    )))  # fmt: skip
-    await writer.drain()
+    ))  # fmt: skip
     if busy:
-        keep_busy()
+        reader, writer = await connect_while_busy(proxy_port(proxy), packet)
+    else:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
+        writer.write(packet)
     events = await read_events(reader, "transcript") + await read_events(reader, "info")
     assert [e.type for e in events] == ["info", "transcript", "info"]
     assert events[1].data["text"].startswith(f"{len(audio) // 2} frames")
@@ -188,13 +189,14 @@ async def test_describe_and_what_follows_it_in_one_packet_are_served_in_order(st
 @BUSY
 async def test_describe_sent_after_a_pause_and_a_half_close_are_answered(start_proxy, busy):
     proxy = await start_proxy()
-    reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
-    await asyncio.sleep(0.2)  # the first read found nothing: the connection's own reading takes it
     wire = encode_event(Describe().event())
-    writer.write(wire[:5])
-    await writer.drain()
     if busy:
-        keep_busy()
+        reader, writer = await connect_while_busy(proxy_port(proxy), wire[:5])
+    else:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
+        await asyncio.sleep(0.2)  # the first read found nothing: the connection's own reading takes it
+        writer.write(wire[:5])
+        await writer.drain()
     await asyncio.sleep(0.05)
     writer.write(wire[5:])
     writer.write_eof()

@@ -50,7 +50,7 @@ HOLD_SECONDS = 1.0  # a client silent this long is handed on (the serving proces
 # it here. (Sooner, and an idle serving process would lose the race for clients it serves better
 # itself, without a hand-over.)
 STEP_IN_SECONDS = 0.002
-MAX_INFO_BYTES = 4 * 1024 * 1024
+MAX_INFO_BYTES = 1024 * 1024  # the default --max-event-bytes: what a Wyoming client reads in one event
 STOP_GRACE = 1.0
 FD_SPACE = socket.CMSG_SPACE(struct.calcsize("i"))  # room for one passed socket
 
@@ -298,7 +298,7 @@ class _Acceptor:
                 return
             sock.setblocking(False)
             try:
-                first = sock.recv(READ_BYTES)  # usually here already (TCP_DEFER_ACCEPT)
+                first = sock.recv(READ_BYTES)  # here already when the client waited for the step-in
             except (BlockingIOError, InterruptedError):
                 first = None
             except OSError:

@@ -136,10 +136,6 @@ def _listen(host: str | None, port: int, backlog: int, reuse_port: bool) -> list
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if reuse_port:
                 listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if hasattr(socket, "TCP_DEFER_ACCEPT"):
-                # Linux: wake us when the client's first bytes are in, so accepting it and reading
-                # its request is one step (a client silent for a second is accepted anyway).
-                listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
             if family == socket.AF_INET6:
                 listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             listener.bind((address[0], port, *address[2:]))
