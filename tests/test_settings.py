@@ -87,6 +87,24 @@ def test_every_seed_flag_exists_with_its_env_var():
         assert ours.get(flag) == env, flag
 
 
+def shown(default: object) -> str:
+    if default in (None, [], {}):
+        return "—"
+    if isinstance(default, bool):
+        return str(default).lower()
+    return " ".join(default) if isinstance(default, list) else str(default)
+
+
+def test_the_readme_lists_every_option_as_it_is():
+    readme = (APP.parent / "README.md").read_text()
+    rows = {
+        cells[0].strip("`"): (cells[1].strip("`"), cells[2], cells[3])
+        for line in readme.splitlines()
+        if line.startswith("| `--") and len(cells := [cell.strip() for cell in line.strip("|").split("|")]) == 4
+    }
+    assert rows == {option.flag: (option.env, shown(option.default), option.help) for option in OPTIONS}
+
+
 def test_every_option_has_a_sample():
     assert set(SAMPLES) == {option.name for option in OPTIONS}
 
