@@ -36,9 +36,10 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
+from .acceptor import ACCEPT_PAUSE
 from .framing import EventParser, Limits
 
-if TYPE_CHECKING:  # not imported at run time: this module is also the accept process's program
+if TYPE_CHECKING:
     from .acceptor import Acceptor
 
 _LOGGER = logging.getLogger(__name__)
@@ -159,12 +160,14 @@ class AcceptProcess:
                 _LOGGER.warning("Lost a client the accept process handed over (flags %#x)", flags)
 
     def _gone(self) -> None:
-        """Stop using the process; the serving process accepts again."""
+        """Stop using the process; the serving process accepts alone."""
         if self._channel is not None:
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(self._channel.fileno())
-            self._channel.close()
+            self._channel.close()  # (the process, if still there, ends when it sees this)
             self._channel = None
+        if self.process is not None:
+            self.process.poll()  # reaped, if it has ended
         if not self.ready.done():
             self.ready.set_exception(ConnectionError("the accept process ended"))
             self.ready.exception()  # retrieved: nobody has to wait for it
@@ -282,20 +285,22 @@ class _Acceptor:
 
     def _step_in(self) -> None:
         self.step_in_at = None
-        for listener in self.listeners:
-            self._accept(listener)
+        if not all([self._accept(listener) for listener in self.listeners]):
+            self.step_in_at = time.monotonic() + ACCEPT_PAUSE  # and the serving process accepts alone
+            return
         self._watch_listeners(len(self.outbox) < self.max_pending)
 
-    def _accept(self, listener: socket.socket) -> None:
+    def _accept(self, listener: socket.socket) -> bool:
+        """False when a client could not be accepted."""
         for _ in range(128):
             try:
                 sock, _ = listener.accept()
             except (BlockingIOError, InterruptedError):
-                return
-            except OSError as err:  # out of descriptors, say: hand the backlog to the serving process
-                self._log(logging.WARNING, f"cannot accept a client ({err}); the serving process takes over for now")
+                return True
+            except OSError as err:  # out of descriptors, say
+                self._log(logging.WARNING, f"cannot accept a client ({err}); pausing for {ACCEPT_PAUSE:g} s")
                 self._hand_all_on()
-                return
+                return False
             sock.setblocking(False)
             try:
                 first = sock.recv(READ_BYTES)  # here already when the client waited for the step-in
@@ -314,6 +319,7 @@ class _Acceptor:
             self._write(client)
             if len(self.clients) > self.max_pending:
                 self._hand_on(next(iter(self.clients.values())))
+        return True
 
     def _on_client(self, sock: socket.socket, mask: int) -> None:
         client = self.clients.get(sock)
