@@ -48,9 +48,10 @@ READ_BYTES = 1024  # enough to tell a describe (tens of bytes); the rest stays q
 MAX_HANDED_BYTES = 65536  # of describes and what follows them, before the client is handed on anyway
 HOLD_SECONDS = 1.0  # a client silent this long is handed on (the serving process times it out)
 # A client the serving process has not accepted within this time waits behind a busy loop: accept
-# it here. (Sooner, and an idle serving process would lose the race for clients it serves better
-# itself, without a hand-over.)
-STEP_IN_SECONDS = 0.002
+# it here. An idle serving process accepts within a few hundred microseconds, and serves the client
+# better itself, without a hand-over. (Measured at 200 clients with jittered answers: describe p99
+# 5.3-5.8 ms at 1 ms, 8.9 ms at 2 ms.)
+STEP_IN_SECONDS = 0.001
 MAX_INFO_BYTES = 1024 * 1024  # the default --max-event-bytes: what a Wyoming client reads in one event
 STOP_GRACE = 1.0
 FD_SPACE = socket.CMSG_SPACE(struct.calcsize("i"))  # room for one passed socket
