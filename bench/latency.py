@@ -126,13 +126,15 @@ async def main() -> None:
                 await direct_tts(session, url, args.format)
                 for _, port in proxies.values():
                     await proxy_tts(port)
-            for _ in range(args.requests):  # interleaved, so drift hits every path alike
+            names = list(proxies)
+            for index in range(args.requests):  # interleaved, so drift hits every path alike
+                turn = names[index % len(names) :] + names[: index % len(names)]  # and no one always goes first
                 tts["direct"].append(await direct_tts(session, url, args.format))
-                for name, (_, port) in proxies.items():
-                    tts[name].append(await proxy_tts(port))
+                for name in turn:
+                    tts[name].append(await proxy_tts(proxies[name][1]))
                 stt["direct"].append(await direct_stt(session, url, audio))
-                for name, (_, port) in proxies.items():
-                    stt[name].append(await proxy_stt(port, audio))
+                for name in turn:
+                    stt[name].append(await proxy_stt(proxies[name][1], audio))
     finally:
         await stop(*(process for process, _ in proxies.values()), upstream)
     print(f"{args.requests} requests each, upstream latency {args.delay_ms:g} ms, TTS format {args.format}")

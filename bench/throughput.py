@@ -1,7 +1,7 @@
 """Throughput under load: the proxy against the same upstream called directly, in one run.
 
     python bench/throughput.py [--clients 200] [--seconds 20] [--latency-ms 300] [--workers 1]
-                               [--baseline NAME=/path/to/other/venv/bin/python ...]
+                               [--variant NAME="FLAGS" ...] [--baseline NAME=/path/to/other/venv/bin/python ...]
 
 The upstream stand-in answers after --latency-ms with realistic sizes (TTS: ~2.4 s of 24 kHz PCM in a
 WAV; STT: 3 s of 16 kHz audio uploaded). For each of TTS and STT, --clients clients loop for
@@ -154,6 +154,10 @@ async def main() -> None:
     )  # fmt: skip
     parser.add_argument("--only", choices=("TTS", "STT"), help="measure one direction only")
     parser.add_argument(
+        "--variant", action="append", default=[], metavar="NAME=FLAGS",
+        help="also measure this checkout's proxy started with FLAGS, labelled NAME (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
         "--baseline", action="append", default=[], metavar="NAME=PYTHON",
         help="an interpreter whose wyoming_openai runs the same load, labelled NAME (repeatable)",
     )  # fmt: skip
@@ -173,6 +177,15 @@ async def main() -> None:
             "--tts-backend", "OPENAI", "--workers", str(args.workers),
         ),
     )]  # fmt: skip
+    for variant in args.variant:
+        label, _, flags = variant.partition("=")
+        proxies.append((
+            label,
+            *await start_proxy(
+                url, "--tts-voices", "alloy", "--max-connections", "1000", "--stt-backend", "OPENAI",
+                "--tts-backend", "OPENAI", "--workers", str(args.workers), *flags.split(),
+            ),
+        ))  # fmt: skip
     for baseline in args.baseline:
         label, _, python = baseline.partition("=")
         proxies.append((

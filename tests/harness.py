@@ -72,11 +72,13 @@ def keep_busy(seconds: float = 0.3) -> None:
     time.sleep(seconds)
 
 
-async def connect_while_busy(port: int, first: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A client that connects and sends ``first`` while the serving process is busy."""
+async def connect_while_busy(
+    port: int, first: bytes, seconds: float = 0.3
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A client that connects and sends ``first`` while the serving process is busy for ``seconds``."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)  # blocking: the loop cannot accept
     sock.sendall(first)
-    keep_busy()
+    keep_busy(seconds)
     sock.setblocking(False)
     return await asyncio.open_connection(sock=sock)
 

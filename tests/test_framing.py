@@ -202,7 +202,7 @@ async def test_busy_connections_are_not_evicted(start_proxy, upstream):
         await client.send(Synthesize(text="Taking a while.").event())
         busy.append(client)
     await asyncio.sleep(0.2)
-    received = await raw_exchange(proxy_port(proxy), b"")
+    received = await raw_exchange(proxy_port(proxy), encode_event(Ping().event()))
     assert "too many connections" in first_event(received)["text"]
     for client in busy:  # and the busy ones are served in full
         await client.read_until("audio-stop")

@@ -36,7 +36,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from .acceptor import ACCEPT_PAUSE
+from .acceptor import ACCEPT_PAUSE, FIRST_READ_BYTES
 from .framing import EventParser, Limits
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 _LOGGER = logging.getLogger(__name__)
 
-READ_BYTES = 1024  # enough to tell a describe (tens of bytes); the rest stays queued for the serving process
+READ_BYTES = FIRST_READ_BYTES  # what has come is handed over in one piece, parsed in one pass
 MAX_HANDED_BYTES = 65536  # of describes and what follows them, before the client is handed on anyway
 HOLD_SECONDS = 1.0  # a client silent this long is handed on (the serving process times it out)
 # A client the serving process has not accepted within this time waits behind a busy loop: accept
@@ -146,9 +146,13 @@ class AcceptProcess:
             if kind == CLIENT and len(fds) == 1:
                 answered, silent_for, unsent_length = CLIENT_HEADER.unpack_from(buffer, 1)
                 start = 1 + CLIENT_HEADER.size
-                unsent = bytes(buffer[start : start + unsent_length])
-                received = bytes(buffer[start + unsent_length : size])
-                self.acceptor.hand_over(socket.socket(fileno=fds[0]), received, answered, unsent, silent_for)
+                view = memoryview(buffer)
+                unsent = bytes(view[start : start + unsent_length])
+                received = bytes(view[start + unsent_length : size])
+                view.release()
+                family = self.acceptor.sockets[0].family if len(self.acceptor.sockets) == 1 else -1
+                client = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, fds[0])  # (-1: asks it)
+                self.acceptor.hand_over(client, received, answered, unsent, silent_for)
                 self.clients_handed_over += 1
             elif kind == READY:
                 if not self.ready.done():

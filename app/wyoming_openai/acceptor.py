@@ -136,6 +136,12 @@ def _listen(host: str | None, port: int, backlog: int, reuse_port: bool) -> list
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if reuse_port:
                 listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if hasattr(socket, "TCP_DEFER_ACCEPT"):
+                # Linux: a client is ready to accept once its first bytes are in (a silent one after
+                # a second). Otherwise one accepted between its connect and its describe has that
+                # describe wait for the loop's next turn, where the accept process cannot step in:
+                # describe p99 at 200 STT clients was 9-19 ms without this, 4-6 ms with it.
+                listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
             if family == socket.AF_INET6:
                 listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             listener.bind((address[0], port, *address[2:]))
