@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import socket
@@ -80,3 +81,23 @@ def run(main: Coroutine[Any, Any, None]) -> None:
         asyncio.run(main)
     else:
         uvloop.run(main)
+
+
+def add_comparisons(parser: argparse.ArgumentParser) -> None:
+    """--variant and --baseline: other proxies measured in the same run, side by side."""
+    parser.add_argument(
+        "--variant", action="append", default=[], metavar="NAME=FLAGS",
+        help="also measure this checkout's proxy started with FLAGS, labelled NAME (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--baseline", action="append", default=[], metavar="NAME=PYTHON",
+        help="also measure the wyoming_openai installed for another interpreter, labelled NAME (repeatable)",
+    )  # fmt: skip
+
+
+def check_comparisons(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Before anything starts: a --baseline that is no interpreter would leave the run hanging."""
+    for baseline in args.baseline:
+        python = baseline.partition("=")[2]
+        if not os.access(python, os.X_OK):
+            parser.error(f"--baseline {baseline}: {python!r} is not an executable interpreter")

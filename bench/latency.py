@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from audio_samples import tone, wav  # noqa: E402
-from common import KEY, percentile, start_proxy, start_upstream, stop  # noqa: E402
+from common import KEY, add_comparisons, check_comparisons, percentile, start_proxy, start_upstream, stop  # noqa: E402
 
 TEXT = "The living room lamp is now on."
 
@@ -99,15 +99,9 @@ async def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--delay-ms", type=float, default=20.0, help="upstream answer latency")
     parser.add_argument("--format", default="wav", help="upstream TTS response_format")
-    parser.add_argument(
-        "--variant", action="append", default=[], metavar="NAME=FLAGS",
-        help="also measure this checkout's proxy started with FLAGS, labelled NAME (repeatable)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--baseline", action="append", default=[], metavar="NAME=PYTHON",
-        help="also measure the wyoming_openai installed for another interpreter, labelled NAME (repeatable)",
-    )  # fmt: skip
+    add_comparisons(parser)
     args = parser.parse_args()
+    check_comparisons(parser, args)
     upstream, url = await start_upstream("--delay-ms", str(args.delay_ms))
     common = ("--tts-voices", "alloy", "--tts-response-format", args.format)
     proxies = {"proxy": await start_proxy(url, *common)}

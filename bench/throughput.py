@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from audio_samples import tone, wav  # noqa: E402
-from common import KEY, percentile, run, start_proxy, start_upstream, stop  # noqa: E402
+from common import KEY, add_comparisons, check_comparisons, percentile, run, start_proxy, start_upstream, stop  # noqa: E402
 
 TEXT = "The living room lamp is now on, and the kitchen light is off. Good night, sleep well!" + " x" * 17
 STT_AUDIO = tone(3.0, 16000)
@@ -153,19 +153,13 @@ async def main() -> None:
         help="the upstream's latency varies by up to this fraction (0.2: ±20 %%); 0 keeps the clients in lock-step",
     )  # fmt: skip
     parser.add_argument("--only", choices=("TTS", "STT"), help="measure one direction only")
-    parser.add_argument(
-        "--variant", action="append", default=[], metavar="NAME=FLAGS",
-        help="also measure this checkout's proxy started with FLAGS, labelled NAME (repeatable)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--baseline", action="append", default=[], metavar="NAME=PYTHON",
-        help="an interpreter whose wyoming_openai runs the same load, labelled NAME (repeatable)",
-    )  # fmt: skip
+    add_comparisons(parser)
     parser.add_argument(
         "--equal-priority", action="store_true",
         help="leave the load generator and the upstream stand-in at the proxy's CPU priority",
     )  # fmt: skip
     args = parser.parse_args()
+    check_comparisons(parser, args)
 
     upstream, url = await start_upstream(
         "--delay-ms", str(args.latency_ms), "--chunk-bytes", "16384", "--jitter", str(args.jitter)

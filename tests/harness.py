@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from wyoming.client import AsyncTcpClient
-from wyoming.event import Event
+from wyoming.event import Event, async_read_event
 
 from wyoming_openai.__main__ import Proxy
 
@@ -64,6 +64,16 @@ class Client:
             if event.type == event_type:
                 return events
             assert event.type != "error", f"error instead of {event_type}: {event.data}"
+
+
+async def read_events(reader: asyncio.StreamReader, until: str) -> list[Event]:
+    """Events from a raw stream up to and including the first of type ``until``."""
+    events: list[Event] = []
+    while not events or events[-1].type != until:
+        event = await asyncio.wait_for(async_read_event(reader), 10)
+        assert event is not None, f"closed before {until}: {[e.type for e in events]}"
+        events.append(event)
+    return events
 
 
 def keep_busy(seconds: float = 0.3) -> None:

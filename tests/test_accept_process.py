@@ -11,27 +11,17 @@ import threading
 import time
 
 import pytest
-from wyoming.event import async_read_event
 from wyoming.info import Describe, Info
 from wyoming.ping import Ping
 from wyoming.tts import Synthesize
 
-from harness import connect_while_busy, keep_busy, proxy_port
+from harness import connect_while_busy, keep_busy, proxy_port, read_events
 from wyoming_openai import accept_process
 from wyoming_openai.framing import encode_event
 
 pytestmark = pytest.mark.skipif(not accept_process.supported(), reason="the accept process runs on Linux only")
 
 DESCRIBE = encode_event(Describe().event())
-
-
-async def events_until(reader: asyncio.StreamReader, last: str) -> list:
-    events = []
-    while not events or events[-1].type != last:
-        event = await asyncio.wait_for(async_read_event(reader), 10)
-        assert event is not None, f"closed before {last}: {[e.type for e in events]}"
-        events.append(event)
-    return events
 
 
 def describe_blocking(port: int, results: dict) -> None:
@@ -60,9 +50,9 @@ async def test_describe_is_answered_while_the_serving_process_is_stuck(start_pro
 async def test_a_client_that_goes_on_after_describe_is_served_in_order_without_a_second_info(start_proxy):
     proxy = await start_proxy()
     reader, writer = await connect_while_busy(proxy_port(proxy), DESCRIBE)
-    assert [e.type for e in await events_until(reader, "info")] == ["info"]
+    assert [e.type for e in await read_events(reader, "info")] == ["info"]
     writer.write(encode_event(Synthesize(text="Hello there.").event()) + DESCRIBE)
-    events = await events_until(reader, "info")
+    events = await read_events(reader, "info")
     assert [e.type for e in events][0] == "audio-start"
     assert [e.type for e in events][-2:] == ["audio-stop", "info"]
     assert proxy.server.accept_process.clients_handed_over == 1
@@ -72,7 +62,7 @@ async def test_a_client_that_goes_on_after_describe_is_served_in_order_without_a
 async def test_a_request_that_arrives_while_busy_is_handed_over_whole(start_proxy):
     proxy = await start_proxy()
     reader, writer = await connect_while_busy(proxy_port(proxy), encode_event(Synthesize(text="Hello there.").event()))
-    events = await events_until(reader, "audio-stop")
+    events = await read_events(reader, "audio-stop")
     assert events[0].type == "audio-start" and events[1].type == "audio-chunk"
     assert proxy.server.accept_process.clients_handed_over == 1
     writer.close()
@@ -81,12 +71,12 @@ async def test_a_request_that_arrives_while_busy_is_handed_over_whole(start_prox
 async def test_a_client_silent_after_describe_is_handed_on_and_served(start_proxy):
     proxy = await start_proxy()
     reader, writer = await connect_while_busy(proxy_port(proxy), DESCRIBE + DESCRIBE)
-    assert [e.type for e in await events_until(reader, "info")] == ["info"]
-    assert [e.type for e in await events_until(reader, "info")] == ["info"]
+    assert [e.type for e in await read_events(reader, "info")] == ["info"]
+    assert [e.type for e in await read_events(reader, "info")] == ["info"]
     await asyncio.sleep(accept_process.HOLD_SECONDS + 0.5)  # now with the serving process
     assert proxy.server.accept_process.clients_handed_over == 1
     writer.write(encode_event(Ping(text="still here").event()) + DESCRIBE)
-    events = await events_until(reader, "info")
+    events = await read_events(reader, "info")
     assert [(e.type, e.data.get("text")) for e in events] == [("pong", "still here"), ("info", None)]
     writer.close()
 
@@ -94,9 +84,9 @@ async def test_a_client_silent_after_describe_is_handed_on_and_served(start_prox
 async def test_a_silent_client_still_times_out_from_when_it_was_last_heard(start_proxy):
     proxy = await start_proxy("--idle-timeout", "2")
     reader, writer = await connect_while_busy(proxy_port(proxy), DESCRIBE)
-    await events_until(reader, "info")
+    await read_events(reader, "info")
     heard = time.monotonic()
-    events = await events_until(reader, "error")  # silent from here
+    events = await read_events(reader, "error")  # silent from here
     assert events[-1].data["code"] == "Timeout"
     # A second with the accept process, then with the serving process: not a second longer.
     assert time.monotonic() - heard < 2 + 0.9
@@ -107,7 +97,7 @@ async def test_new_info_reaches_the_accept_process(start_proxy):
     proxy = await start_proxy()
     proxy.services.catalog.set_voices([("zed", None), ("ann", None)])
     reader, writer = await connect_while_busy(proxy_port(proxy), DESCRIBE)
-    (info,) = await events_until(reader, "info")
+    (info,) = await read_events(reader, "info")
     assert [voice.name for voice in Info.from_event(info).tts[0].voices] == ["zed", "ann"]
     writer.close()
 
@@ -125,7 +115,7 @@ async def test_if_the_accept_process_ends_the_serving_process_goes_on(start_prox
     assert "the serving process accepts alone" in caplog.text
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
     writer.write(DESCRIBE + encode_event(Ping(text="on").event()))
-    assert [e.type for e in await events_until(reader, "pong")] == ["info", "pong"]
+    assert [e.type for e in await read_events(reader, "pong")] == ["info", "pong"]
     writer.close()
 
 
@@ -133,7 +123,7 @@ async def test_it_can_be_turned_off(start_proxy):
     proxy = await start_proxy("--accept-process", "off")
     assert proxy.server.accept_process is None
     reader, writer = await connect_while_busy(proxy_port(proxy), DESCRIBE)
-    assert [e.type for e in await events_until(reader, "info")] == ["info"]
+    assert [e.type for e in await read_events(reader, "info")] == ["info"]
     writer.close()
 
 
@@ -150,6 +140,6 @@ async def test_a_client_taken_before_it_sent_anything_is_served(start_proxy):
     # Linux offers a silent client for accepting after a second (TCP_DEFER_ACCEPT): still busy then.
     reader, writer = await connect_while_busy(proxy_port(proxy), b"", seconds=1.5)
     writer.write(DESCRIBE + encode_event(Ping(text="late").event()))
-    assert [e.type for e in await events_until(reader, "pong")] == ["info", "pong"]
+    assert [e.type for e in await read_events(reader, "pong")] == ["info", "pong"]
     assert proxy.server.accept_process.clients_handed_over == 1
     writer.close()

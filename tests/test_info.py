@@ -8,12 +8,12 @@ import time
 import pytest
 from wyoming.asr import Transcribe
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
-from wyoming.event import Event, async_read_event
+from wyoming.event import Event
 from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeVoice
 
 from audio_samples import tone
-from harness import TEST_KEY, URL_PASSWORD, Client, connect_while_busy, proxy_port
+from harness import TEST_KEY, URL_PASSWORD, Client, connect_while_busy, proxy_port, read_events
 from upstream import Fault
 from wyoming_openai.framing import encode_event
 
@@ -142,15 +142,6 @@ async def test_speech_faults_do_not_touch_describe(start_proxy, upstream):
     proxy = await start_proxy()
     _, elapsed = await describe(proxy_port(proxy))
     assert elapsed < 0.1
-
-
-async def read_events(reader: asyncio.StreamReader, until: str) -> list:
-    events = []
-    while not events or events[-1].type != until:
-        event = await asyncio.wait_for(async_read_event(reader), 10)
-        assert event is not None, f"closed before {until}: {[e.type for e in events]}"
-        events.append(event)
-    return events
 
 
 # The serving process idle (it accepts the client itself), or busy (the accept process steps in).
