@@ -420,7 +420,7 @@ class _Acceptor:
         self._flush_outbox()
 
     def _flush_outbox(self) -> None:
-        was_full = bool(self.outbox) and self.outbox_waiting
+        was_waiting = self.outbox_waiting
         while self.outbox:
             message, sock = self.outbox[0]
             try:
@@ -434,7 +434,7 @@ class _Acceptor:
             self.outbox.popleft()
             sock.close()
         self.outbox_waiting = bool(self.outbox)
-        if self.outbox_waiting != was_full:  # the channel's room changed: watch it, or stop
+        if self.outbox_waiting != was_waiting:  # watch the channel for room, or stop watching
             events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.outbox_waiting else 0)
             self.selector.modify(self.channel, events, self._on_channel)
         if self.step_in_at is None:  # while the serving process takes no clients, leave new ones be

@@ -80,7 +80,7 @@ class WyomingServer:
         try:
             helper.start(catalog.info_bytes)
         except OSError as err:
-            _LOGGER.warning("Accepting in the serving process: cannot start the accept process (%s)", err)
+            _LOGGER.warning("Cannot start the accept process (%s); the serving process accepts alone", err)
             return
         catalog.on_change.append(helper.send_info)
         self.accept_process = helper
