@@ -164,22 +164,12 @@ async def main() -> None:
     upstream, url = await start_upstream(
         "--delay-ms", str(args.latency_ms), "--chunk-bytes", "16384", "--jitter", str(args.jitter)
     )  # fmt: skip
-    proxies = [(
-        "proxy",
-        *await start_proxy(
-            url, "--tts-voices", "alloy", "--max-connections", "1000", "--stt-backend", "OPENAI",
-            "--tts-backend", "OPENAI", "--workers", str(args.workers),
-        ),
-    )]  # fmt: skip
-    for variant in args.variant:
+    ours = ("--tts-voices", "alloy", "--max-connections", "1000", "--stt-backend", "OPENAI", "--tts-backend", "OPENAI",
+            "--workers", str(args.workers))  # fmt: skip
+    proxies = []
+    for variant in ["proxy=", *args.variant]:  # this checkout, then with each variant's flags
         label, _, flags = variant.partition("=")
-        proxies.append((
-            label,
-            *await start_proxy(
-                url, "--tts-voices", "alloy", "--max-connections", "1000", "--stt-backend", "OPENAI",
-                "--tts-backend", "OPENAI", "--workers", str(args.workers), *flags.split(),
-            ),
-        ))  # fmt: skip
+        proxies.append((label, *await start_proxy(url, *ours, *flags.split())))
     for baseline in args.baseline:
         label, _, python = baseline.partition("=")
         proxies.append((

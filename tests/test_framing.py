@@ -14,7 +14,7 @@ from wyoming.ping import Ping
 from wyoming.tts import Synthesize
 
 from harness import Client, proxy_port
-from wyoming_openai.framing import EventParser, Limits, ProtocolError, encode_event
+from wyoming_openai.framing import EventParser, Limits, ProtocolError, encode_event, first_event_type
 
 LIMITS = Limits(max_event_bytes=4096, max_payload_bytes=8192)
 
@@ -226,3 +226,12 @@ async def test_a_client_that_never_reads_is_pushed_back_not_buffered(start_proxy
         await client.send(Describe().event())
         assert (await client.read()).type == "info"
     writer.close()
+
+
+def test_first_event_type_reads_the_first_header_line_only():
+    wire = encode_event(Synthesize(text="hi").event()) + b"{not json, and never read"
+    assert first_event_type(wire) == "synthesize"
+    assert first_event_type(wire[:10]) is None  # the line is not complete yet
+    for bad in (b"[1, 2]\n", b"{\"data\": {}}\n", b"not json\n"):
+        with pytest.raises(ProtocolError):
+            first_event_type(bad)

@@ -23,7 +23,6 @@ import argparse
 import array
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import selectors
@@ -37,7 +36,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from .acceptor import ACCEPT_PAUSE, FIRST_READ_BYTES
-from .framing import EventParser, Limits
+from .framing import EventParser, Limits, ProtocolError, first_event_type
 
 if TYPE_CHECKING:
     from .acceptor import Acceptor
@@ -70,7 +69,7 @@ MAX_MESSAGE_BYTES = 1 + CLIENT_HEADER.size + MAX_INFO_BYTES + MAX_HANDED_BYTES +
 
 
 def supported() -> bool:
-    return sys.platform.startswith("linux") and hasattr(socket, "send_fds")
+    return sys.platform.startswith("linux")
 
 
 class AcceptProcess:
@@ -85,6 +84,8 @@ class AcceptProcess:
         self.process: subprocess.Popen | None = None
         self._channel: socket.socket | None = None
         self.clients_handed_over = 0
+        # Handed-over sockets are built with the listener's family: asking each socket costs syscalls.
+        self._client_family = acceptor.sockets[0].family if len(acceptor.sockets) == 1 else -1
         self._buffer = bytearray(MAX_MESSAGE_BYTES)  # one, for every message: they are read one at a time
 
     def start(self, info: bytes) -> None:
@@ -150,8 +151,7 @@ class AcceptProcess:
                 unsent = bytes(view[start : start + unsent_length])
                 received = bytes(view[start + unsent_length : size])
                 view.release()
-                family = self.acceptor.sockets[0].family if len(self.acceptor.sockets) == 1 else -1
-                client = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, fds[0])  # (-1: asks it)
+                client = socket.socket(self._client_family, socket.SOCK_STREAM, socket.IPPROTO_TCP, fds[0])
                 self.acceptor.hand_over(client, received, answered, unsent, silent_for)
                 self.clients_handed_over += 1
             elif kind == READY:
@@ -164,13 +164,17 @@ class AcceptProcess:
                     os.close(fd)
                 _LOGGER.warning("Lost a client the accept process handed over (flags %#x)", flags)
 
-    def _gone(self) -> None:
-        """Stop using the process; the serving process accepts alone."""
+    def _close_channel(self) -> None:
+        """The process, if still there, ends when it sees this."""
         if self._channel is not None:
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(self._channel.fileno())
-            self._channel.close()  # (the process, if still there, ends when it sees this)
+            self._channel.close()
             self._channel = None
+
+    def _gone(self) -> None:
+        """Stop using the process; the serving process accepts alone."""
+        self._close_channel()
         if self.process is not None:
             self.process.poll()  # reaped, if it has ended
         if not self.ready.done():
@@ -179,11 +183,7 @@ class AcceptProcess:
 
     async def stop(self) -> None:
         """End the process (clients it holds have only asked ``describe``); the caller stops listening."""
-        if self._channel is not None:
-            with contextlib.suppress(Exception):
-                self._loop.remove_reader(self._channel.fileno())
-            self._channel.close()
-            self._channel = None
+        self._close_channel()
         if not self.ready.done():
             self.ready.cancel()
         process = self.process
@@ -235,7 +235,7 @@ class _Acceptor:
         self.step_in_at: float | None = None  # when to accept the clients the serving process left waiting
 
     def run(self) -> None:
-        self.info = self._read_info_blocking()
+        self._on_channel(self.channel, selectors.EVENT_READ)  # blocking: the first info, or the end
         self.channel.setblocking(False)
         self.selector.register(self.channel, selectors.EVENT_READ, self._on_channel)
         self._watch_listeners(True)
@@ -252,12 +252,6 @@ class _Acceptor:
             if self.step_in_at is not None and time.monotonic() >= self.step_in_at:
                 self._step_in()
             self._hand_on_silent()
-
-    def _read_info_blocking(self) -> bytes:
-        message = self.channel.recv(MAX_INFO_BYTES + 1)
-        if message[:1] != INFO:
-            raise SystemExit(0)  # the serving process went away before it began
-        return message[1:]
 
     def _watch_listeners(self, on: bool) -> None:
         if on == self.watching_listeners:
@@ -456,16 +450,12 @@ class _Acceptor:
 
 
 def _opens_with_more_than_describe(data: bytes) -> bool:
-    """Whether the first header line in ``data`` is complete and not a describe (or not even an
-    event: the serving process, which reads everything again, says what is wrong)."""
-    newline = data.find(b"\n")
-    if newline < 0:
-        return False
+    """Whether ``data`` begins with a whole header line that is not a describe (or is no event
+    header: the serving process, which reads everything again, says what is wrong)."""
     try:
-        header = json.loads(data[:newline])
-    except ValueError:
+        return first_event_type(data) not in (None, "describe")
+    except ProtocolError:
         return True
-    return not isinstance(header, dict) or header.get("type") != "describe"
 
 
 def _allow_large_messages(end: socket.socket) -> None:

@@ -125,9 +125,7 @@ class EventParser:
     def _parse_header(self, line: bytearray) -> _Header:
         """``line`` with its newline; remembered when it can be reused as is."""
         fields = _parse_json_object(line, "event header")
-        event_type = fields.get("type")
-        if not isinstance(event_type, str) or not event_type:
-            raise ProtocolError("event header has no type")
+        event_type = _event_type(fields)
         data = fields.get("data")
         if data is None:
             data = {}
@@ -148,6 +146,22 @@ class EventParser:
         if not any(isinstance(value, (dict, list)) for value in data.values()):  # safe to hand out copies
             self._last_data_bytes, self._last_data = bytes(raw), data
         return data
+
+
+def first_event_type(data: bytes) -> str | None:
+    """The type in the first header line of ``data``; None while that line is incomplete. Raises
+    ProtocolError when it is no event header (the line alone is read: cheap, whatever follows)."""
+    newline = data.find(_NEWLINE)
+    if newline < 0:
+        return None
+    return _event_type(_parse_json_object(data[:newline], "event header"))
+
+
+def _event_type(header: dict[str, Any]) -> str:
+    event_type = header.get("type")
+    if not isinstance(event_type, str) or not event_type:
+        raise ProtocolError("event header has no type")
+    return event_type
 
 
 def _length(header: dict[str, Any], key: str, limit: int) -> int:
