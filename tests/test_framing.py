@@ -52,19 +52,62 @@ events = st.builds(
 )
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(events, max_size=5), st.lists(st.integers(min_value=0), max_size=12))
+audio_chunks = st.builds(
+    lambda rate, audio: Event(type="audio-chunk", data={"rate": rate, "width": 2, "channels": 1}, payload=audio),
+    st.sampled_from([16000, 22050]),
+    st.binary(min_size=1, max_size=3000),
+)
+
+
+def joined(events: list[Event]) -> list[tuple]:
+    """(type, data, payload) of each event, consecutive audio chunks of one format as one."""
+    flat: list[tuple] = []
+    for event in events:
+        payload = event.payload or None
+        if event.type == "audio-chunk" and payload and flat and flat[-1][:2] == (event.type, event.data) and flat[-1][2]:
+            flat[-1] = (event.type, event.data, flat[-1][2] + payload)
+        else:
+            flat.append((event.type, event.data, payload))
+    return flat
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(events | audio_chunks, max_size=8), st.lists(st.integers(min_value=0), max_size=12))
 async def test_what_we_write_the_library_reads_and_so_do_we_however_it_is_cut(sequence, cuts):
     wire = b"".join(encode_event(e) for e in sequence)
-    theirs, ours = reader_with(wire), parse(wire, cuts)
-    assert len(ours) == len(sequence)
-    for sent, received_by_us in zip(sequence, ours):
-        for received in (await async_read_event(theirs), received_by_us):
-            assert (received.type, received.data, received.payload or None) == (sent.type, sent.data, sent.payload)
+    theirs = reader_with(wire)
+    for sent in sequence:
+        received = await async_read_event(theirs)
+        assert (received.type, received.data, received.payload or None) == (sent.type, sent.data, sent.payload)
+    # Ours may join chunks of a stream that arrive together: the same audio, in order, in fewer events.
+    assert joined(parse(wire, cuts)) == joined(sequence)
+
+
+def test_chunks_of_one_format_read_together_become_one_event():
+    def chunk(audio: bytes, rate: int = 16000) -> Event:
+        return Event(type="audio-chunk", data={"rate": rate, "width": 2, "channels": 1}, payload=audio)
+
+    audio = [bytes([n]) * 320 for n in range(40)]
+    wire = b"".join(encode_event(chunk(a)) for a in audio[:20])
+    wire += encode_event(chunk(audio[20], rate=8000)) + b"".join(encode_event(chunk(a)) for a in audio[21:30])
+    first, changed, rest = parse(wire)
+    assert (first.data, first.payload) == ({"rate": 16000, "width": 2, "channels": 1}, b"".join(audio[:20]))
+    assert (changed.data["rate"], changed.payload) == (8000, audio[20])
+    assert rest.payload == b"".join(audio[21:30])
+    # Never joined past the payload limit (8192 bytes here: 25 chunks of 320), nor across other events.
+    events = parse(b"".join(encode_event(chunk(a)) for a in audio))
+    assert [len(e.payload) for e in events] == [8000, 4800]
+    assert b"".join(e.payload for e in events) == b"".join(audio)
+    ping = encode_event(Event(type="ping", data={"text": "x"}))
+    assert [e.type for e in parse(encode_event(chunk(audio[0])) * 2 + ping + encode_event(chunk(audio[0])))] == [
+        "audio-chunk",
+        "ping",
+        "audio-chunk",
+    ]
 
 
 def test_repeated_headers_give_each_event_its_own_data():
-    chunk = Event(type="audio-chunk", data={"rate": 16000, "width": 2, "channels": 1}, payload=b"ab")
+    chunk = Event(type="frame", data={"rate": 16000, "width": 2, "channels": 1}, payload=b"ab")
     inline = b'{"type": "x", "data": {"n": 1}}\n'
     first, second, third, fourth = parse(encode_event(chunk) * 2 + inline * 2)
     first.data["rate"] = 8000
