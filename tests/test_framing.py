@@ -247,6 +247,10 @@ async def test_busy_connections_are_not_evicted(start_proxy, upstream):
     await asyncio.sleep(0.2)
     received = await raw_exchange(proxy_port(proxy), encode_event(Ping().event()))
     assert "too many connections" in first_event(received)["text"]
+    # Home Assistant's describe is still answered before the refusal: a full proxy is not a dead one.
+    async with Client(proxy_port(proxy)) as asking:
+        await asking.send(Describe().event())
+        assert [(await asking.read()).type, (await asking.read()).type] == ["info", "error"]
     for client in busy:  # and the busy ones are served in full
         await client.read_until("audio-stop")
         await client.__aexit__(None, None, None)
