@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import io
 import os
 import resource
@@ -224,7 +225,8 @@ async def main() -> None:
             rows.append((name, "direct", direct_lat, None))
             for label, proxy, port in proxies:
                 connections_before = await upstream_connections()  # counted from before the warm-up
-                await loop_for(3, args.clients, lambda: proxied(port))
+                request = functools.partial(proxied, port)
+                await loop_for(3, args.clients, request)
                 cpu0, _ = process_stats(proxy.pid)
                 up0, me0 = process_stats(upstream.pid)[0], own_cpu()
                 probing_done = asyncio.Event()
@@ -237,7 +239,7 @@ async def main() -> None:
                         await asyncio.sleep(max(1.0, args.seconds / 12))
 
                 sampler = asyncio.create_task(sample_rss())
-                proxy_lat = await loop_for(args.seconds, args.clients, lambda: proxied(port))
+                proxy_lat = await loop_for(args.seconds, args.clients, request)
                 sampler.cancel()
                 opened = await upstream_connections() - connections_before  # (this query may add one)
                 probing_done.set()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import resource
 import socket
 import threading
 import time
@@ -116,6 +117,30 @@ async def test_if_the_accept_process_ends_the_serving_process_goes_on(start_prox
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port(proxy))
     writer.write(DESCRIBE + encode_event(Ping(text="on").event()))
     assert [e.type for e in await read_events(reader, "pong")] == ["info", "pong"]
+    writer.close()
+
+
+async def test_out_of_descriptors_it_pauses_and_the_serving_process_accepts_alone(start_proxy, caplog):
+    caplog.set_level(logging.WARNING)
+    proxy = await start_proxy()
+    helper = proxy.server.accept_process
+    pid = helper.process.pid
+    limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (0, limits[1]))  # no new descriptor: accept fails
+    try:
+        reader, writer = await connect_while_busy(proxy_port(proxy), DESCRIBE, seconds=0.8)
+        assert [e.type for e in await read_events(reader, "info")] == ["info"]
+        writer.close()
+        assert "cannot accept a client" in caplog.text and "pausing for 1 s" in caplog.text
+        assert helper.clients_handed_over == 0 and helper.process.poll() is None
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
+    await asyncio.sleep(accept_process.ACCEPT_PAUSE + 0.2)  # then it steps in again
+    reader, writer = await connect_while_busy(proxy_port(proxy), DESCRIBE)
+    assert [e.type for e in await read_events(reader, "info")] == ["info"]
+    writer.write(encode_event(Ping(text="more").event()))  # asking for more: handed to the serving process
+    assert [e.type for e in await read_events(reader, "pong")] == ["pong"]
+    assert helper.clients_handed_over == 1
     writer.close()
 
 
