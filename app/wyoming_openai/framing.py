@@ -122,7 +122,7 @@ class EventParser:
                 if not header.payload_length:
                     payload = None
                 elif repeated and header.type == _STREAMED_TYPE and header is self._last_header:
-                    payload, position = self._join_repeats(buffer, data_end, position)
+                    payload, position = self._join_repeats(buffer, header, data_end, position)
                 else:
                     payload = bytes(buffer[data_end:body_end])
                 events.append(Event(header.type, data, payload))
@@ -133,12 +133,11 @@ class EventParser:
         del buffer[:position]
         return events
 
-    def _join_repeats(self, buffer: bytearray, payload_start: int, position: int) -> tuple[bytes, int]:
+    def _join_repeats(self, buffer: bytearray, header: _Header, payload_start: int, position: int) -> tuple[bytes, int]:
         """The payload at ``payload_start`` joined with those of the events right after it that repeat
-        its header and data byte for byte (up to the payload limit), and where they end."""
-        frame = self._last_line
-        if self._last_header.data_length:  # type: ignore[union-attr]
-            frame += self._last_data_bytes
+        its event's header and data (the last ones seen) byte for byte, up to the payload limit; and
+        where they end."""
+        frame = self._last_line + self._last_data_bytes if header.data_length else self._last_line
         payload_length = position - payload_start
         stride = len(frame) + payload_length
         end, room = len(buffer), self.limits.max_payload_bytes - payload_length
