@@ -292,12 +292,15 @@ class Handler:
         await self._end_audio(len(text))
 
     async def _emit_audio(self, fmt: PcmFormat, pcm: bytes) -> None:
+        timestamp = self.audio_samples * 1000 // fmt.rate
+        wire = encode_event(AudioChunk(rate=fmt.rate, width=fmt.width, channels=fmt.channels, audio=pcm, timestamp=timestamp).event())
         if self.audio_format is None:
             self.audio_format = fmt
-            await self._write(AudioStart(rate=fmt.rate, width=fmt.width, channels=fmt.channels).event())
-        timestamp = self.audio_samples * 1000 // fmt.rate
-        await self._write(AudioChunk(rate=fmt.rate, width=fmt.width, channels=fmt.channels, audio=pcm, timestamp=timestamp).event())
+            # With the first audio, in one write: a send of its own delayed that audio by 0.2 ms.
+            wire = encode_event(AudioStart(rate=fmt.rate, width=fmt.width, channels=fmt.channels).event()) + wire
         self.audio_samples += len(pcm) // fmt.frame_bytes
+        self.writer.write(wire)
+        await self.writer.drain()
 
     async def _end_audio(self, amount: int) -> None:
         fmt, samples = self.audio_format, self.audio_samples
