@@ -95,6 +95,30 @@ def add_comparisons(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+async def start_comparisons(
+    upstream: asyncio.subprocess.Process,
+    upstream_url: str,
+    args: argparse.Namespace,
+    ours: tuple[str, ...],
+    baseline_flags: tuple[str, ...],
+) -> list[tuple[str, asyncio.subprocess.Process, int]]:
+    """(label, process, port) of this checkout's proxy started with ``ours`` (labelled "proxy"),
+    then with each --variant's flags added, then of each --baseline started with ``baseline_flags``.
+    If one cannot start, those started and the upstream are stopped: no process is left behind."""
+    proxies = []
+    try:
+        for variant in ["proxy=", *args.variant]:
+            label, _, flags = variant.partition("=")
+            proxies.append((label, *await start_proxy(upstream_url, *ours, *flags.split())))
+        for baseline in args.baseline:
+            label, _, python = baseline.partition("=")
+            proxies.append((label, *await start_proxy(upstream_url, *baseline_flags, python=python)))
+    except BaseException:
+        await stop(*(process for _, process, _ in proxies), upstream)
+        raise
+    return proxies
+
+
 def check_comparisons(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Before anything starts: a --baseline that is no interpreter would leave the run hanging."""
     for baseline in args.baseline:

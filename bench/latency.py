@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from audio_samples import tone, wav  # noqa: E402
-from common import KEY, add_comparisons, check_comparisons, percentile, start_proxy, start_upstream, stop  # noqa: E402
+from common import KEY, add_comparisons, check_comparisons, percentile, start_comparisons, start_upstream, stop  # noqa: E402
 
 TEXT = "The living room lamp is now on."
 
@@ -104,13 +104,7 @@ async def main() -> None:
     check_comparisons(parser, args)
     upstream, url = await start_upstream("--delay-ms", str(args.delay_ms))
     common = ("--tts-voices", "alloy", "--tts-response-format", args.format)
-    proxies = {"proxy": await start_proxy(url, *common)}
-    for variant in args.variant:
-        name, _, flags = variant.partition("=")
-        proxies[name] = await start_proxy(url, *common, *flags.split())
-    for baseline in args.baseline:
-        name, _, python = baseline.partition("=")
-        proxies[name] = await start_proxy(url, *common, python=python)
+    proxies = {name: (process, port) for name, process, port in await start_comparisons(upstream, url, args, common, common)}
     audio = tone(2.0, 16000)
     tts: dict[str, list[float]] = {name: [] for name in ("direct", *proxies)}
     stt: dict[str, list[float]] = {name: [] for name in ("direct", *proxies)}

@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from audio_samples import tone, wav  # noqa: E402
-from common import KEY, add_comparisons, check_comparisons, percentile, run, start_proxy, start_upstream, stop  # noqa: E402
+from common import KEY, add_comparisons, check_comparisons, percentile, run, start_comparisons, start_upstream, stop  # noqa: E402
 
 TEXT = "The living room lamp is now on, and the kitchen light is off. Good night, sleep well!" + " x" * 17
 STT_AUDIO = tone(3.0, 16000)
@@ -167,20 +167,10 @@ async def main() -> None:
     )  # fmt: skip
     ours = ("--tts-voices", "alloy", "--max-connections", "1000", "--stt-backend", "OPENAI", "--tts-backend", "OPENAI",
             "--workers", str(args.workers))  # fmt: skip
-    proxies = []
-    for variant in ["proxy=", *args.variant]:  # this checkout, then with each variant's flags
-        label, _, flags = variant.partition("=")
-        proxies.append((label, *await start_proxy(url, *ours, *flags.split())))
-    for baseline in args.baseline:
-        label, _, python = baseline.partition("=")
-        proxies.append((
-            label,
-            *await start_proxy(
-                url, "--tts-voices", "alloy", "--stt-openai-key", KEY, "--tts-openai-key", KEY,
-                "--stt-models", "gpt-4o-mini-transcribe", "--tts-models", "gpt-4o-mini-tts", "--stt-backend", "OPENAI",
-                "--tts-backend", "OPENAI", python=python,
-            ),
-        ))  # fmt: skip
+    theirs = ("--tts-voices", "alloy", "--stt-openai-key", KEY, "--tts-openai-key", KEY, "--stt-models",
+              "gpt-4o-mini-transcribe", "--tts-models", "gpt-4o-mini-tts", "--stt-backend", "OPENAI", "--tts-backend",
+              "OPENAI")  # fmt: skip
+    proxies = await start_comparisons(upstream, url, args, ours, theirs)
 
     directions = [name for name in ("TTS", "STT") if args.only in (None, name)]
     probers = {(name, port): await start_describe_probe(port) for name in directions for _, _, port in proxies}

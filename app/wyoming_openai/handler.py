@@ -115,8 +115,7 @@ class Handler:
     async def _dispatch(self, event: Event) -> bool:
         kind = event.type
         if kind == "describe":
-            self.writer.write(self.services.catalog.info_bytes)
-            await self.writer.drain()
+            await self._send(self.services.catalog.info_bytes)
         elif AudioChunk.is_type(kind):
             await self._on_audio_chunk(AudioChunk.from_event(event))
         elif Transcribe.is_type(kind):
@@ -299,8 +298,7 @@ class Handler:
             # With the first audio, in one write: a send of its own delayed that audio by 0.2 ms.
             wire = encode_event(AudioStart(rate=fmt.rate, width=fmt.width, channels=fmt.channels).event()) + wire
         self.audio_samples += len(pcm) // fmt.frame_bytes
-        self.writer.write(wire)
-        await self.writer.drain()
+        await self._send(wire)
 
     async def _end_audio(self, amount: int) -> None:
         fmt, samples = self.audio_format, self.audio_samples
@@ -327,7 +325,10 @@ class Handler:
         return service
 
     async def _write(self, event: Event) -> None:
-        self.writer.write(encode_event(event))
+        await self._send(encode_event(event))
+
+    async def _send(self, wire: bytes) -> None:
+        self.writer.write(wire)
         await self.writer.drain()
 
     async def _fail(self, message: str, code: str) -> bool:
