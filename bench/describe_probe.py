@@ -7,10 +7,9 @@ import asyncio
 import sys
 import time
 
+from common import run  # this folder is the script's own
 from wyoming.client import AsyncTcpClient
 from wyoming.info import Describe
-
-from common import run  # this folder is the script's own
 
 
 async def main(port: int) -> None:

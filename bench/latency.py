@@ -75,7 +75,9 @@ async def proxy_stt(port: int, audio: bytes) -> float:
         await client.write_event(Transcribe(language="en").event())
         await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
         for start in range(0, len(audio), 320):
-            await client.write_event(AudioChunk(rate=16000, width=2, channels=1, audio=audio[start : start + 320]).event())
+            await client.write_event(
+                AudioChunk(rate=16000, width=2, channels=1, audio=audio[start : start + 320]).event()
+            )
         # Home Assistant streams in real time, so the proxy has taken every chunk when audio-stop comes:
         # a ping's pong says the same here without waiting 2 s per request.
         await client.write_event(Ping().event())
@@ -104,7 +106,9 @@ async def main() -> None:
     check_comparisons(parser, args)
     upstream, url = await start_upstream("--delay-ms", str(args.delay_ms))
     common = ("--tts-voices", "alloy", "--tts-response-format", args.format)
-    proxies = {name: (process, port) for name, process, port in await start_comparisons(upstream, url, args, common, common)}
+    proxies = {
+        name: (process, port) for name, process, port in await start_comparisons(upstream, url, args, common, common)
+    }
     audio = tone(2.0, 16000)
     tts: dict[str, list[float]] = {name: [] for name in ("direct", *proxies)}
     stt: dict[str, list[float]] = {name: [] for name in ("direct", *proxies)}

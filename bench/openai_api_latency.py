@@ -70,7 +70,9 @@ async def direct_transcription(port: int, pcm: bytes) -> Timing:
         await client.write_event(Transcribe(language="en").event())
         await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
         for offset in range(0, len(pcm), ASR_CHUNK_BYTES):
-            await client.write_event(AudioChunk(rate=16000, width=2, channels=1, audio=pcm[offset : offset + ASR_CHUNK_BYTES]).event())
+            await client.write_event(
+                AudioChunk(rate=16000, width=2, channels=1, audio=pcm[offset : offset + ASR_CHUNK_BYTES]).event()
+            )
         await client.write_event(AudioStop().event())
         while True:
             event = await client.read_event()

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import aiohttp
-
 from wyoming.audio import AudioChunk
 from wyoming.client import AsyncTcpClient
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
@@ -119,7 +118,9 @@ async def main() -> None:
     parser.add_argument("--concurrent-requests", type=int, default=3)
     args = parser.parse_args()
     # pcm at 24 kHz: 4800-byte chunks are 0.1 s of audio, sent every 0.05 s (twice real time).
-    upstream, url = await start_upstream("--delay-ms", str(args.latency_ms), "--chunk-bytes", "4800", "--chunk-delay-ms", "50")
+    upstream, url = await start_upstream(
+        "--delay-ms", str(args.latency_ms), "--chunk-bytes", "4800", "--chunk-delay-ms", "50"
+    )
     proxy, port = await start_proxy(
         url, "--stt-models", "--tts-models", "tts-1", "--tts-streaming-models", "tts-1", "--tts-voices", "alloy",
         "--tts-response-format", "pcm", "--tts-concurrent-requests", str(args.concurrent_requests),

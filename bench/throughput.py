@@ -240,7 +240,9 @@ async def main() -> None:
                       f"load generator {(me1 - me0) / len(proxy_lat) * 1000:.2f}; "
                       f"{opened} upstream connections opened; RSS over the run (MB): "
                       + " ".join(f"{r / 2**20:.0f}" for r in rss_samples))  # fmt: skip
-                rows.append((name, label, proxy_lat, ((cpu1 - cpu0) / max(1, len(proxy_lat)), rss, opened, describe_times)))
+                rows.append(
+                    (name, label, proxy_lat, ((cpu1 - cpu0) / max(1, len(proxy_lat)), rss, opened, describe_times))
+                )
     finally:
         await session.close()
         await stop(*(proxy for _, proxy, _ in proxies), upstream)

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from harness import TEST_KEY, TEST_SECRETS  # noqa: E402
 from realtime_server import RealtimeServer  # noqa: E402
 from upstream import FakeUpstream  # noqa: E402
+
 from wyoming_openai.__main__ import Proxy  # noqa: E402
 from wyoming_openai.settings import load_settings  # noqa: E402
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
-
 from audio_samples import tone
 
 RATE = 24000
@@ -148,7 +147,9 @@ class RealtimeServer:
                     break
                 if fault and fault.error_on == kind:
                     await self._send(
-                        ws, "error", error={"type": "invalid_request_error", "code": "simulated", "message": fault.error_message}
+                        ws,
+                        "error",
+                        error={"type": "invalid_request_error", "code": "simulated", "message": fault.error_message},
                     )
                     continue
                 silent = bool(fault and fault.silent_on == kind)
@@ -160,7 +161,9 @@ class RealtimeServer:
     async def _send(self, ws: web.WebSocketResponse, kind: str, **fields: Any) -> None:
         await ws.send_str(json.dumps({"type": kind, "event_id": self._id("event"), **fields}))
 
-    async def _on_event(self, ws: web.WebSocketResponse, conn: Connection, mode: str, event: dict[str, Any], silent: bool) -> None:
+    async def _on_event(
+        self, ws: web.WebSocketResponse, conn: Connection, mode: str, event: dict[str, Any], silent: bool
+    ) -> None:
         kind = event["type"]
         if kind == "session.update":
             session = event.get("session")
@@ -170,7 +173,11 @@ class RealtimeServer:
             (self._check_transcription_session if mode == "transcription" else self._check_speech_session)(session)
             conn.session = session
             if not silent:
-                updated = "transcription_session.updated" if self.beta_names and mode == "transcription" else "session.updated"
+                updated = (
+                    "transcription_session.updated"
+                    if self.beta_names and mode == "transcription"
+                    else "session.updated"
+                )
                 await self._send(ws, updated, session=session)
         elif kind == "input_audio_buffer.append":
             if mode != "transcription":

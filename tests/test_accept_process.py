@@ -12,11 +12,11 @@ import threading
 import time
 
 import pytest
+from harness import connect_while_busy, keep_busy, proxy_port, read_events
 from wyoming.info import Describe, Info
 from wyoming.ping import Ping
 from wyoming.tts import Synthesize
 
-from harness import connect_while_busy, keep_busy, proxy_port, read_events
 from wyoming_openai import accept_process
 from wyoming_openai.framing import encode_event
 

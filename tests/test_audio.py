@@ -6,10 +6,10 @@ import io
 import wave
 
 import pytest
+from audio_samples import encode, tone, wav
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audio_samples import encode, tone, wav
 from wyoming_openai.audio import FrameAligner, PcmFormat, S16Converter, decode_speech, to_wav
 
 
@@ -23,7 +23,9 @@ async def pieces(data: bytes, cuts: list[int]):
 
 async def decode_all(data: bytes, fmt: str, cuts: list[int], **kwargs) -> tuple[PcmFormat, bytes]:
     out, found = b"", None
-    async for piece_format, pcm in decode_speech(pieces(data, cuts), fmt, pcm_rate=kwargs.pop("pcm_rate", 24000), **kwargs):
+    async for piece_format, pcm in decode_speech(
+        pieces(data, cuts), fmt, pcm_rate=kwargs.pop("pcm_rate", 24000), **kwargs
+    ):
         assert found in (None, piece_format)
         found = piece_format
         out += pcm
@@ -55,7 +57,9 @@ async def test_resampling_keeps_the_duration(cuts, rate, channels):
 
 
 @settings(max_examples=10, deadline=None)
-@given(st.lists(st.integers(min_value=0, max_value=6000), max_size=8), st.sampled_from(["mp3", "flac", "aac", "wav_f32"]))
+@given(
+    st.lists(st.integers(min_value=0, max_value=6000), max_size=8), st.sampled_from(["mp3", "flac", "aac", "wav_f32"])
+)
 async def test_compressed_formats_decode_the_same_whatever_the_chunking(cuts, kind):
     data = encode(kind, PCM, 24000)
     _, whole = await decode_all(data, kind.split("_")[0], [])

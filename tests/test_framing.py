@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import pytest
+from harness import Client, proxy_port
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wyoming.event import Event, async_read_event
@@ -13,7 +14,6 @@ from wyoming.info import Describe
 from wyoming.ping import Ping
 from wyoming.tts import Synthesize
 
-from harness import Client, proxy_port
 from wyoming_openai.framing import EventParser, Limits, ProtocolError, encode_event, first_event_type
 
 LIMITS = Limits(max_event_bytes=4096, max_payload_bytes=8192)
@@ -64,7 +64,13 @@ def joined(events: list[Event]) -> list[tuple]:
     flat: list[tuple] = []
     for event in events:
         payload = event.payload or None
-        if event.type == "audio-chunk" and payload and flat and flat[-1][:2] == (event.type, event.data) and flat[-1][2]:
+        if (
+            event.type == "audio-chunk"
+            and payload
+            and flat
+            and flat[-1][:2] == (event.type, event.data)
+            and flat[-1][2]
+        ):
             flat[-1] = (event.type, event.data, flat[-1][2] + payload)
         else:
             flat.append((event.type, event.data, payload))
@@ -179,7 +185,10 @@ def first_event(received: bytes) -> dict:
     [
         (b'{"type": "audio-chunk", "payload_length": 999999999999}\n', "exceeds"),
         (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "not valid JSON"),
-        (b'{"type": "audio-chunk", "data": {"rate": 16000, "width": 2, "channels": 1}, "payload_length": 2}\nab', "audio-chunk without"),
+        (
+            b'{"type": "audio-chunk", "data": {"rate": 16000, "width": 2, "channels": 1}, "payload_length": 2}\nab',
+            "audio-chunk without",
+        ),
         (b'{"type": "audio-stop"}\n', "audio-stop without audio-start"),
         (b'{"type": "synthesize-stop"}\n', "synthesize-stop without synthesize-start"),
         (b'{"type": "synthesize", "data": {"text": 5}}\n', "malformed synthesize"),
@@ -279,6 +288,6 @@ def test_first_event_type_reads_the_first_header_line_only():
     wire = encode_event(Synthesize(text="hi").event()) + b"{not json, and never read"
     assert first_event_type(wire) == "synthesize"
     assert first_event_type(wire[:10]) is None  # the line is not complete yet
-    for bad in (b"[1, 2]\n", b"{\"data\": {}}\n", b"not json\n"):
+    for bad in (b"[1, 2]\n", b'{"data": {}}\n', b"not json\n"):
         with pytest.raises(ProtocolError):
             first_event_type(bad)

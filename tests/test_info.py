@@ -6,15 +6,15 @@ import asyncio
 import time
 
 import pytest
+from audio_samples import tone
+from harness import TEST_KEY, URL_PASSWORD, Client, connect_while_busy, proxy_port, read_events
+from upstream import Fault
 from wyoming.asr import Transcribe
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.event import Event
 from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeVoice
 
-from audio_samples import tone
-from harness import TEST_KEY, URL_PASSWORD, Client, connect_while_busy, proxy_port, read_events
-from upstream import Fault
 from wyoming_openai.framing import encode_event
 
 
@@ -29,7 +29,9 @@ async def describe(port: int) -> tuple[Info, float]:
 
 
 async def test_defaults_offer_openai_models_and_voices(start_proxy):
-    proxy = await start_proxy(env={"STT_OPENAI_URL": "https://api.openai.com/v1", "TTS_OPENAI_URL": "https://api.openai.com/v1"})
+    proxy = await start_proxy(
+        env={"STT_OPENAI_URL": "https://api.openai.com/v1", "TTS_OPENAI_URL": "https://api.openai.com/v1"}
+    )
     info, _ = await describe(proxy_port(proxy))
     assert len(info.asr) == 1 and len(info.tts) == 1  # Home Assistant only looks at the first of each
     assert [m.name for m in info.asr[0].models] == ["gpt-4o-mini-transcribe", "whisper-1"]

@@ -11,14 +11,14 @@ import sys
 import time
 
 import pytest
+from audio_samples import tone
+from harness import APP, Client
 from wyoming.asr import Transcribe
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.event import async_read_event
 from wyoming.info import Describe
 from wyoming.tts import Synthesize
 
-from audio_samples import tone
-from harness import APP, Client
 from wyoming_openai.framing import encode_event
 
 KEY = "test-secret-key-7d2f9b"
@@ -95,7 +95,9 @@ async def test_serves_within_a_second_while_the_upstream_hangs_and_stops_on_sigt
 
 async def test_sigterm_lets_an_in_flight_request_finish(tmp_path, upstream):
     upstream.answer_delay = 1.0
-    process, port = await launch(tmp_path, env={"STT_OPENAI_URL": upstream.url, "TTS_OPENAI_URL": upstream.url, "OPENAI_API_KEY": "k"})
+    process, port = await launch(
+        tmp_path, env={"STT_OPENAI_URL": upstream.url, "TTS_OPENAI_URL": upstream.url, "OPENAI_API_KEY": "k"}
+    )
     upstream.key = "k"
     await wait_for_info(port, 10)
     async with Client(port) as client:
@@ -178,10 +180,12 @@ async def test_several_workers_share_the_port_and_stop_together(tmp_path, upstre
     upstream.key = "k"
     await wait_for_info(port, 15)
     await asyncio.sleep(1.0)  # both workers listening
+
     async def one() -> None:
         async with Client(port) as client:
             await client.send(Synthesize(text="Hello from a worker.").event())
             await client.read_until("audio-stop")
+
     await asyncio.gather(*(one() for _ in range(20)))
     returncode, output = await stop(process, 15)
     assert returncode == 0, output
@@ -205,7 +209,10 @@ async def test_stdio_serves_one_client_on_stdin_and_stdout(tmp_path, upstream):
             Describe().event(),
             Transcribe(language="en").event(),
             AudioStart(rate=16000, width=2, channels=1).event(),
-            *(AudioChunk(rate=16000, width=2, channels=1, audio=audio[i : i + 320]).event() for i in range(0, len(audio), 320)),
+            *(
+                AudioChunk(rate=16000, width=2, channels=1, audio=audio[i : i + 320]).event()
+                for i in range(0, len(audio), 320)
+            ),
             AudioStop().event(),
         )
     )

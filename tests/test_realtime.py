@@ -9,10 +9,10 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-
 from audio_samples import tone
 from harness import TEST_KEY
 from realtime_server import RATE, RealtimeFault, RealtimeServer
+
 from wyoming_openai.audio import PcmFormat
 from wyoming_openai.catalog import Voice
 from wyoming_openai.realtime import RealtimeSynthesizer, RealtimeTranscriber, deep_merge
@@ -25,7 +25,12 @@ VOICE = Voice("marin", "gpt-realtime", "Marin")
 
 
 def make_settings(realtime: RealtimeServer, *flags: str, env: dict[str, str] | None = None) -> Settings:
-    environ = {"STT_OPENAI_URL": realtime.url, "TTS_OPENAI_URL": realtime.url, "OPENAI_API_KEY": TEST_KEY, **(env or {})}
+    environ = {
+        "STT_OPENAI_URL": realtime.url,
+        "TTS_OPENAI_URL": realtime.url,
+        "OPENAI_API_KEY": TEST_KEY,
+        **(env or {}),
+    }
     return load_settings(
         ["--stt-realtime-models", "gpt-4o-transcribe", "--tts-realtime-models", "gpt-realtime", *flags], environ
     )
@@ -33,7 +38,14 @@ def make_settings(realtime: RealtimeServer, *flags: str, env: dict[str, str] | N
 
 def make_upstream(url: str, role: str = "STT", key: str = TEST_KEY) -> Upstream:
     return Upstream(
-        role, url, Secret(key), timeout=TIMEOUT, connect_timeout=0.5, read_timeout=READ_TIMEOUT, retries=0, max_connections=10
+        role,
+        url,
+        Secret(key),
+        timeout=TIMEOUT,
+        connect_timeout=0.5,
+        read_timeout=READ_TIMEOUT,
+        retries=0,
+        max_connections=10,
     )
 
 
@@ -50,7 +62,7 @@ async def upstreams(realtime: RealtimeServer) -> AsyncIterator[dict[str, Upstrea
 def dominant_frequency(pcm: bytes, rate: int) -> float:
     """Zero crossings of a sine tone say its frequency, so a wrong sample rate shows as a wrong pitch."""
     samples = struct.unpack(f"<{len(pcm) // 2}h", pcm[: len(pcm) // 2 * 2])
-    crossings = sum(1 for a, b in zip(samples, samples[1:]) if (a < 0) != (b < 0))
+    crossings = sum(1 for a, b in zip(samples, samples[1:], strict=False) if (a < 0) != (b < 0))
     return crossings / 2 / (len(samples) / rate)
 
 
@@ -72,7 +84,9 @@ async def stream(transcription, pcm: bytes, fmt: PcmFormat, chunk_seconds: float
         await transcription.send_audio(pcm[start : start + step], fmt)
 
 
-async def transcribe(settings: Settings, upstream: Upstream, pcm: bytes, fmt: PcmFormat, language: str | None = "en-US"):
+async def transcribe(
+    settings: Settings, upstream: Upstream, pcm: bytes, fmt: PcmFormat, language: str | None = "en-US"
+):
     transcription = await RealtimeTranscriber(settings, upstream).open("gpt-4o-transcribe", language)
     try:
         await stream(transcription, pcm, fmt)
@@ -336,7 +350,11 @@ async def test_tts_extra_body_and_speed_are_merged(realtime, upstreams):
     settings = make_settings(realtime, "--tts-speed", "3.0", env={"TTS_REALTIME_EXTRA_BODY": extra})
     await synthesize(settings, upstreams["TTS"])
     session = realtime.connections[0].session
-    assert session["audio"]["output"] == {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "marin", "speed": 1.2}
+    assert session["audio"]["output"] == {
+        "format": {"type": "audio/pcm", "rate": 24000},
+        "voice": "marin",
+        "speed": 1.2,
+    }
     assert session["instructions"] == "Say it verbatim."
     assert session["max_output_tokens"] == 2000
 
@@ -415,7 +433,9 @@ async def test_tts_stall_after_first_audio_hits_the_read_timeout(realtime, upstr
     began = time.monotonic()
     received = []
     with pytest.raises(UpstreamError) as caught:
-        async for piece in RealtimeSynthesizer(make_settings(realtime), upstreams["TTS"]).synthesize("Hello there.", VOICE):
+        async for piece in RealtimeSynthesizer(make_settings(realtime), upstreams["TTS"]).synthesize(
+            "Hello there.", VOICE
+        ):
             received.append(piece)
     elapsed = time.monotonic() - began
     assert len(received) == 1

@@ -6,14 +6,14 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from audio_samples import tone
+from harness import TEST_KEY, Client, proxy_port
+from realtime_server import RealtimeServer
 from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
 
-from audio_samples import tone
-from harness import TEST_KEY, Client, proxy_port
-from realtime_server import RealtimeServer
 from wyoming_openai.__main__ import Proxy
 from wyoming_openai.settings import load_settings
 

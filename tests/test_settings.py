@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from harness import APP
 
 from wyoming_openai.settings import OPTIONS, Backend, Secret, SettingsError, load_settings, redact_url
@@ -57,7 +56,10 @@ SAMPLES = {
     "stt_temperature": ("0.3", 0.3),
     "stt_prompt": ("Living room, kitchen", "Living room, kitchen"),
     "stt_extra_body": ('{"vad_filter": false}', {"vad_filter": False}),
-    "stt_realtime_extra_body": ('{"noise_reduction": {"type": "near_field"}}', {"noise_reduction": {"type": "near_field"}}),
+    "stt_realtime_extra_body": (
+        '{"noise_reduction": {"type": "near_field"}}',
+        {"noise_reduction": {"type": "near_field"}},
+    ),
     "stt_max_seconds": ("30", 30.0),
     "tts_openai_key": ("tts-key-value", Secret("tts-key-value")),
     "tts_openai_url": ("https://kokoro.local:8880/v1", "https://kokoro.local:8880/v1"),
@@ -129,7 +131,9 @@ def test_each_option_from_env_flag_and_file(option, tmp_path):
 def test_precedence_flag_over_env_over_file(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("tts_speed: 0.5\nstt_models: [whisper-1]\nlanguages: en nl\n")
-    settings = load_settings(["--config", str(config), "--tts-speed", "2"], {"TTS_SPEED": "1.5", "WYOMING_LANGUAGES": "de"})
+    settings = load_settings(
+        ["--config", str(config), "--tts-speed", "2"], {"TTS_SPEED": "1.5", "WYOMING_LANGUAGES": "de"}
+    )
     assert settings.tts_speed == 2.0
     assert settings.languages == ["de"]
     assert settings.stt_models == ["whisper-1"]  # YAML lists work too

@@ -6,12 +6,12 @@ import asyncio
 import struct
 
 import pytest
-from wyoming.audio import AudioChunk, AudioStart
-from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
-
 from audio_samples import tone, wav
 from harness import Client, proxy_port
 from upstream import Fault, amplitude_for
+from wyoming.audio import AudioChunk, AudioStart
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
+
 from wyoming_openai.streaming import SentenceSplitter
 
 STREAMING = ("--tts-streaming-models", "gpt-4o-mini-tts")
@@ -85,7 +85,9 @@ def test_min_words_and_max_chars():
     assert all(len(p) <= 40 for p in pieces) and " ".join(pieces).split() == long.split()
 
 
-@pytest.mark.parametrize(("language", "text"), [("de", "Das Licht ist an. Am 3. Mai kommt er."), ("fr", "La porte est fermée. Bonne nuit !")])
+@pytest.mark.parametrize(
+    ("language", "text"), [("de", "Das Licht ist an. Am 3. Mai kommt er."), ("fr", "La porte est fermée. Bonne nuit !")]
+)
 def test_other_languages(language, text):
     pieces = feed(SentenceSplitter(language), tokens(text))
     assert len(pieces) == 2 and " ".join(pieces).split() == text.split()

@@ -7,11 +7,10 @@ import io
 import wave
 
 import pytest
-from wyoming.asr import Transcribe, Transcript
-from wyoming.audio import AudioChunk, AudioStart, AudioStop
-
 from audio_samples import tone
 from harness import TEST_KEY, Client, proxy_port, reference_file
+from wyoming.asr import Transcribe, Transcript
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
 
 
 def chunks_of(pcm: bytes, sizes: list[int], rate: int = 16000, width: int = 2, channels: int = 1) -> list:
@@ -25,7 +24,9 @@ def chunks_of(pcm: bytes, sizes: list[int], rate: int = 16000, width: int = 2, c
     return events
 
 
-async def transcribe(port: int, pcm: bytes, *, rate=16000, width=2, channels=1, sizes=(1024,), language="en", name=None):
+async def transcribe(
+    port: int, pcm: bytes, *, rate=16000, width=2, channels=1, sizes=(1024,), language="en", name=None
+):
     async with Client(port) as client:
         await client.send(
             Transcribe(language=language, name=name).event(),
@@ -118,7 +119,9 @@ async def test_two_utterances_on_one_connection(start_proxy, upstream):
             assert Transcript.from_event(events[-1]).text.startswith(f"{int(seconds * 16000)} frames")
 
 
-@pytest.mark.parametrize("name", ["turn_on_the_living_room_lamp.wav", "whats_your_name_french.wav", "living_room_light_de.wav"])
+@pytest.mark.parametrize(
+    "name", ["turn_on_the_living_room_lamp.wav", "whats_your_name_french.wav", "living_room_light_de.wav"]
+)
 async def test_real_recordings_reach_the_upstream_intact(start_proxy, upstream, name):
     with wave.open(str(reference_file("audio", name))) as w:
         rate, width, channels = w.getframerate(), w.getsampwidth(), w.getnchannels()

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from wyoming.audio import AudioChunk, AudioStart, AudioStop
-from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
-
 from audio_samples import encode, tone, wav
 from harness import Client, proxy_port
 from upstream import PCM_RATE, SECONDS_PER_CHARACTER
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
 
 
 async def speak(port: int, text: str, voice: str | None = None) -> tuple[AudioStart, list[AudioChunk], list]:

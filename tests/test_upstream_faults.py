@@ -6,13 +6,12 @@ import asyncio
 import time
 
 import pytest
-from wyoming.asr import Transcribe
-from wyoming.audio import AudioChunk, AudioStart, AudioStop
-from wyoming.tts import Synthesize
-
 from audio_samples import tone
 from harness import TEST_KEY, Client, proxy_port
 from upstream import Fault
+from wyoming.asr import Transcribe
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.tts import Synthesize
 
 FAST = ("--upstream-timeout", "1.5", "--upstream-read-timeout", "0.5", "--upstream-connect-timeout", "0.5")
 

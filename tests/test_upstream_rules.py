@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import yaml
-
 import upstream as rules
+import yaml
 from harness import reference_file
 
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-
 from audio_samples import encode, tone, wav
 
 # --- rules from the spec (CreateSpeechRequest, CreateTranscriptionRequest) -----------------------
@@ -36,7 +35,14 @@ TRANSCRIPTION_PROPERTIES = {
 TRANSCRIPTION_REQUIRED = {"file", "model"}
 TRANSCRIPTION_FORMATS = {"json", "text", "srt", "verbose_json", "vtt", "diarized_json"}
 TRANSCRIPTION_FILE_TYPES = {"flac", "mp3", "mp4", "mpeg", "mpga", "m4a", "ogg", "wav", "webm"}
-TRANSCRIPTION_ARRAYS = {"languages", "keywords", "include", "timestamp_granularities", "known_speaker_names", "known_speaker_references"}
+TRANSCRIPTION_ARRAYS = {
+    "languages",
+    "keywords",
+    "include",
+    "timestamp_granularities",
+    "known_speaker_names",
+    "known_speaker_references",
+}
 PCM_RATE = 24000  # OpenAI's raw pcm: 24 kHz, 16-bit, mono
 SECONDS_PER_CHARACTER = 0.02
 
@@ -164,7 +170,9 @@ class FakeUpstream:
             body = await request.json()
         except ValueError:
             return self._violation("speech: body is not JSON")
-        self.requests.append(Recorded("/audio/speech", dict(request.headers), json=body if self.record_bodies else None))
+        self.requests.append(
+            Recorded("/audio/speech", dict(request.headers), json=body if self.record_bodies else None)
+        )
         if problem := check_speech(body, self.allowed_extra_fields):
             return self._violation(problem)
         self.active_speech += 1
@@ -360,7 +368,9 @@ def check_speech(body: Any, extra: set[str]) -> str | None:
     return None
 
 
-def check_transcription(fields: dict[str, Any], file_name: str | None, data: bytes | None, extra: set[str]) -> str | None:
+def check_transcription(
+    fields: dict[str, Any], file_name: str | None, data: bytes | None, extra: set[str]
+) -> str | None:
     if missing := TRANSCRIPTION_REQUIRED - fields.keys():
         return f"transcription: missing {sorted(missing)}"
     if unknown := fields.keys() - TRANSCRIPTION_PROPERTIES - extra:
@@ -413,4 +423,3 @@ def speech_audio(fmt: str, seconds: float, amplitude: int = 8000) -> bytes:
     if fmt == "opus":
         return encode("opus", tone(seconds, 48000, amplitude=amplitude), 48000)
     return encode(fmt, pcm, PCM_RATE)
-

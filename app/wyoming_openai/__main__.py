@@ -43,7 +43,10 @@ def make_upstream(settings: Settings, role: str) -> Upstream:
 
 def build_services(settings: Settings) -> Services:
     """Must run inside the event loop (the HTTP pools belong to it)."""
-    same_server = (settings.stt_openai_url, settings.stt_openai_key) == (settings.tts_openai_url, settings.tts_openai_key)
+    same_server = (settings.stt_openai_url, settings.stt_openai_key) == (
+        settings.tts_openai_url,
+        settings.tts_openai_key,
+    )
     if same_server and settings.stt_models and settings.tts_models:
         # One server for both: one pool of connections, probed once.
         stt = tts = make_upstream(settings, "STT/TTS")
@@ -123,7 +126,9 @@ class Proxy:
         if self.server is not None:
             await self.server.stop()
         if self.services is not None:
-            upstreams = {id(s.upstream): s.upstream for s in (self.services.transcriber, self.services.synthesizer) if s}
+            upstreams = {
+                id(s.upstream): s.upstream for s in (self.services.transcriber, self.services.synthesizer) if s
+            }
             for upstream in upstreams.values():
                 await upstream.close()
 
@@ -188,7 +193,9 @@ def _run_workers(settings: Settings, argv: list[str]) -> int:
     for index in range(settings.workers):
         extra = ["--workers", "1"] + ([] if index == 0 else ["--zeroconf="])
         children.append(
-            subprocess.Popen([sys.executable, "-m", "wyoming_openai", *argv, *extra], env={**os.environ, WORKER_ENV: "1"})
+            subprocess.Popen(
+                [sys.executable, "-m", "wyoming_openai", *argv, *extra], env={**os.environ, WORKER_ENV: "1"}
+            )
         )
     _LOGGER.info("Started %d workers on %s", len(children), settings.uri)
 

@@ -119,7 +119,9 @@ class AcceptProcess:
         try:
             self._channel.send(INFO + info)
         except OSError as err:  # too large for the socket, or the process is gone
-            _LOGGER.warning("Stopping the accept process: it cannot take the info (%s); the serving process accepts alone", err)
+            _LOGGER.warning(
+                "Stopping the accept process: it cannot take the info (%s); the serving process accepts alone", err
+            )
             self._gone()
             return False
         return True
@@ -221,7 +223,9 @@ class _Client:
 
 
 class _Acceptor:
-    def __init__(self, channel: socket.socket, listeners: list[socket.socket], limits: Limits, max_pending: int) -> None:
+    def __init__(
+        self, channel: socket.socket, listeners: list[socket.socket], limits: Limits, max_pending: int
+    ) -> None:
         self.channel = channel
         self.listeners = listeners
         self.limits = limits

@@ -100,7 +100,9 @@ class Acceptor:
             events, unsent = events[1:], info[sent:]
         self._adopt(client, parser, events, unsent, 0.0)
 
-    def hand_over(self, client: socket.socket, received: bytes, answered: int, unsent: bytes, silent_for: float) -> None:
+    def hand_over(
+        self, client: socket.socket, received: bytes, answered: int, unsent: bytes, silent_for: float
+    ) -> None:
         """A client the accept process took: it sent ``received``, and has been silent since for
         ``silent_for`` seconds; its first ``answered`` events were describes, answered but for ``unsent``."""
         client.setblocking(False)
@@ -110,7 +112,9 @@ class Acceptor:
             events, answered = events[1:], answered - 1
         self._adopt(client, parser, events, unsent, silent_for)
 
-    def _adopt(self, client: socket.socket, parser: EventParser, events: list[Event], unsent: bytes, silent_for: float) -> None:
+    def _adopt(
+        self, client: socket.socket, parser: EventParser, events: list[Event], unsent: bytes, silent_for: float
+    ) -> None:
         adopting = self._loop.create_task(
             self._loop.connect_accepted_socket(lambda: self.protocol_for(parser, events, unsent, silent_for), client)
         )

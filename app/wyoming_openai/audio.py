@@ -90,7 +90,9 @@ class S16Converter:
     def convert(self, pcm: bytes) -> bytes:
         if not pcm:
             return b""
-        frame = av.AudioFrame(format="s16", layout=_layout(self.source.channels), samples=len(pcm) // self.source.frame_bytes)
+        frame = av.AudioFrame(
+            format="s16", layout=_layout(self.source.channels), samples=len(pcm) // self.source.frame_bytes
+        )
         frame.planes[0].update(pcm)
         frame.sample_rate = self.source.rate
         return b"".join(_s16_bytes(out) for out in self._resampler.resample(frame))
@@ -255,7 +257,9 @@ async def _decode_with_ffmpeg(
 
     def decode() -> None:
         try:
-            with av.open(pipe, "r", format=_DEMUXERS[response_format], options=_STREAMING_OPTIONS, buffer_size=4096) as container:
+            with av.open(
+                pipe, "r", format=_DEMUXERS[response_format], options=_STREAMING_OPTIONS, buffer_size=4096
+            ) as container:
                 if not container.streams.audio:
                     raise AudioDecodeError(f"sent {response_format} without an audio stream")
                 resampler = av.AudioResampler(format="s16", layout="mono", rate=target_rate)
@@ -314,9 +318,7 @@ async def _decode_with_ffmpeg(
                 yield fmt, pcm
         await feeder  # re-raises an upstream failure that ended the body early
         if not produced:
-            raise AudioDecodeError(
-                f"sent no {response_format} audio" if fed_bytes else "sent an empty body"
-            )
+            raise AudioDecodeError(f"sent no {response_format} audio" if fed_bytes else "sent an empty body")
     finally:
         pipe.end(abort=True)
         if not feeder.done():

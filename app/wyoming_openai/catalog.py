@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from wyoming.info import AsrModel, AsrProgram, Attribution, Info, TtsProgram, TtsVoice
 
 from . import __version__
-from .framing import encode_event
 from .backends import known_backend
+from .framing import encode_event
 from .settings import OPENAI_VOICES, Settings, redact_url
 
 _LOGGER = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Voice:
@@ -39,7 +40,9 @@ class Catalog:
         # Home Assistant cannot load a TTS entity whose program has no voice, and it keeps the
         # info it got when the server was added.
         self.set_voices((voice, None) for voice in settings.tts_voices or OPENAI_VOICES)
-        self.provisional = not settings.tts_voices and known_backend(settings.tts_backend, settings.tts_openai_url) is None
+        self.provisional = (
+            not settings.tts_voices and known_backend(settings.tts_backend, settings.tts_openai_url) is None
+        )
 
     # --- lookups -----------------------------------------------------------------------------
 

@@ -112,7 +112,9 @@ class EventParser:
                     break
                 if not header.data_length:
                     data, repeated = dict(header.data), True
-                elif header.data_length == len(self._last_data_bytes) and buffer.startswith(self._last_data_bytes, position):
+                elif header.data_length == len(self._last_data_bytes) and buffer.startswith(
+                    self._last_data_bytes, position
+                ):
                     data, repeated = {**header.data, **self._last_data}, True  # type: ignore[dict-item]
                 else:
                     parsed = self._parse_data(buffer[position:data_end])

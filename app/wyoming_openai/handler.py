@@ -21,10 +21,9 @@ from wyoming.ping import Ping, Pong
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
 
 from .audio import AudioDecodeError, PcmFormat
-from .catalog import Catalog
+from .catalog import Catalog, Voice
 from .framing import encode_event
 from .settings import Settings
-from .catalog import Voice
 from .streaming import SentenceSplitter, SpeechStream
 from .stt import Transcriber, Utterance, UtteranceTooLong
 from .tts import Synthesizer
@@ -292,7 +291,9 @@ class Handler:
 
     async def _emit_audio(self, fmt: PcmFormat, pcm: bytes) -> None:
         timestamp = self.audio_samples * 1000 // fmt.rate
-        wire = encode_event(AudioChunk(rate=fmt.rate, width=fmt.width, channels=fmt.channels, audio=pcm, timestamp=timestamp).event())
+        wire = encode_event(
+            AudioChunk(rate=fmt.rate, width=fmt.width, channels=fmt.channels, audio=pcm, timestamp=timestamp).event()
+        )
         if self.audio_format is None:
             self.audio_format = fmt
             # With the first audio, in one write: a send of its own delayed that audio by 0.2 ms.

@@ -65,7 +65,7 @@ def json_object(value: Any) -> dict[str, Any]:
     except json.JSONDecodeError as err:
         raise vol.Invalid(f"malformed JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
     if not isinstance(parsed, dict):
-        raise vol.Invalid("expected a JSON object such as {\"key\": \"value\"}")
+        raise vol.Invalid('expected a JSON object such as {"key": "value"}')
     return parsed
 
 
@@ -202,7 +202,11 @@ def load_config_file(path: str, options: Sequence[Option]) -> dict[str, Any]:
 
 
 def resolve(
-    options: Sequence[Option], parser: argparse.ArgumentParser, argv: Sequence[str] | None, environ: Mapping[str, str], config_env: str
+    options: Sequence[Option],
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    environ: Mapping[str, str],
+    config_env: str,
 ) -> tuple[dict[str, Any], str | None]:
     """Every option's validated value, and the config file used. argparse exits (2) on unknown flags."""
     args = vars(parser.parse_args(None if argv is None else list(argv)))

@@ -244,7 +244,9 @@ class RealtimeTranscription:
     async def _append(self, pcm: bytes) -> None:
         for start in range(0, len(pcm), APPEND_LIMIT):
             piece = pcm[start : start + APPEND_LIMIT]
-            await self._socket.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(piece).decode("ascii")})
+            await self._socket.send(
+                {"type": "input_audio_buffer.append", "audio": base64.b64encode(piece).decode("ascii")}
+            )
             self._sent += len(piece)
 
     async def finish(self) -> AsyncIterator[tuple[bool, str]]:

@@ -316,7 +316,9 @@ def _check_consistency(values: dict[str, Any]) -> None:
     if values["workers"] > 1:
         uri = urlsplit(values["uri"])
         if uri.scheme != "tcp" or not uri.port:
-            raise SettingsError(f"invalid {OPTIONS_BY_NAME['workers'].where()}: several workers need a tcp:// URI with a fixed port")
+            raise SettingsError(
+                f"invalid {OPTIONS_BY_NAME['workers'].where()}: several workers need a tcp:// URI with a fixed port"
+            )
     if not values["languages"]:
         raise SettingsError(f"invalid {OPTIONS_BY_NAME['languages'].where()}: give at least one language")
 

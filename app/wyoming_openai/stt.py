@@ -96,11 +96,16 @@ class Transcriber:
         reply = await self.upstream.post_form("/audio/transcriptions", fields, _wav_file(utterance))
         return self._text_of(reply)
 
-    async def transcribe_stream(self, utterance: Utterance, model: str, language: str | None) -> AsyncIterator[tuple[bool, str]]:
+    async def transcribe_stream(
+        self, utterance: Utterance, model: str, language: str | None
+    ) -> AsyncIterator[tuple[bool, str]]:
         """(done, text) pairs: deltas as the upstream forms them, then (True, the whole text)."""
         fields = {**self.request_fields(model, upstream_language(language)), "stream": True}
         _LOGGER.debug("Transcribing %.2f s with %s, streamed", utterance.seconds, model)
-        async with self.upstream.stream_post_form("/audio/transcriptions", fields, _wav_file(utterance)) as (kind, body):
+        async with self.upstream.stream_post_form("/audio/transcriptions", fields, _wav_file(utterance)) as (
+            kind,
+            body,
+        ):
             if kind != "text/event-stream":  # a server that ignores stream=true answers at once
                 raw = b"".join([chunk async for chunk in body])
                 yield True, self._text_of(self.upstream.parse_reply(kind, raw))
@@ -127,4 +132,3 @@ class Transcriber:
 
 def _wav_file(utterance: Utterance) -> tuple[str, bytes, str]:
     return "audio.wav", utterance.wav(), "audio/wav"
-

@@ -271,7 +271,9 @@ def _form(fields: Mapping[str, Any], file: tuple[str, bytes, str]) -> tuple[byte
     ]
     for name, value in fields.items():
         for field_name, text in _form_values(name, value):
-            parts.append(f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="{_quoted(field_name)}"\r\n\r\n{text}'.encode())
+            parts.append(
+                f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="{_quoted(field_name)}"\r\n\r\n{text}'.encode()
+            )
     parts.append(f"\r\n--{boundary}--\r\n".encode())
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 

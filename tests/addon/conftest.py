@@ -301,9 +301,7 @@ class ScriptRunner:
             env["LOG_LEVEL"] = str(log_level)
         return env
 
-    async def run(
-        self, script: Path, env: dict[str, str], *args: str, timeout: float = 60.0
-    ) -> ScriptResult:
+    async def run(self, script: Path, env: dict[str, str], *args: str, timeout: float = 60.0) -> ScriptResult:
         for name in ("env", "argv", "sleeps"):
             (self.record / name).unlink(missing_ok=True)
         process = await asyncio.create_subprocess_exec(
@@ -350,5 +348,3 @@ def shell_files() -> list[Path]:
             if first.startswith(b"#!") and (b"bash" in first or b"/sh" in first):
                 found.append(path)
     return found
-
-

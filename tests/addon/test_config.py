@@ -15,8 +15,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-
 from conftest import ADDON, API_RUN_SCRIPT, DISCOVERY_SCRIPT, REPO, RUN_SCRIPT, load_yaml
+
 from wyoming_openai import __version__, settings
 from wyoming_openai.openai_api import config as api_config
 

@@ -11,10 +11,9 @@ import socket
 import subprocess
 
 import pytest
-from wyoming.event import async_read_event, async_write_event
-from wyoming.info import Attribution, AsrModel, AsrProgram, Info
-
 from conftest import DISCOVERY_SCRIPT, READY_SCRIPT, requires_tools
+from wyoming.event import async_read_event, async_write_event
+from wyoming.info import AsrModel, AsrProgram, Attribution, Info
 
 pytestmark = requires_tools
 

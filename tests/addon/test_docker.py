@@ -14,8 +14,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-
 from conftest import ADDON, REPO, load_yaml, proxy_env_names
+
 from wyoming_openai import __version__, settings
 
 SERVICE = "wyoming-openai"
@@ -212,7 +212,7 @@ def test_standalone_image():
 
 
 def test_dockerignore_keeps_what_the_image_copies():
-    lines = [l for l in (REPO / ".dockerignore").read_text().splitlines() if l and not l.startswith("#")]
+    lines = [line for line in (REPO / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
     assert lines[0] == "*"
     kept = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     for keyword, rest in instructions(REPO / "Dockerfile"):

@@ -17,11 +17,10 @@ import socket
 import sys
 
 import aiohttp
-from wyoming.client import AsyncTcpClient
-from wyoming.info import Describe, Info
-
 from conftest import API_RUN_SCRIPT, DISCOVERY_SCRIPT, READY_SCRIPT, RUN_SCRIPT, addon_info, requires_tools
 from test_discovery import FakeWyoming
+from wyoming.client import AsyncTcpClient
+from wyoming.info import Describe, Info
 
 pytestmark = requires_tools
 
@@ -32,7 +31,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
 
 
 async def start_as_recorded(started, tmp_path, **overrides: str) -> asyncio.subprocess.Process:
@@ -50,6 +48,7 @@ async def start_as_recorded(started, tmp_path, **overrides: str) -> asyncio.subp
         cwd=tmp_path,  # not the repository root, where the add-on folder shadows the package
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
+
 
 async def test_addon_start_up_chain(scripts, supervisor, addon_config, tmp_path):
     closed = f"http://127.0.0.1:{free_port()}/v1"
@@ -71,9 +70,7 @@ async def test_addon_start_up_chain(scripts, supervisor, addon_config, tmp_path)
     port = free_port()
     proxy = await start_as_recorded(started, tmp_path, WYOMING_URI=f"tcp://127.0.0.1:{port}")
     try:
-        ready = await asyncio.create_subprocess_exec(
-            "bash", str(READY_SCRIPT), "--wait", "30", f"127.0.0.1:{port}"
-        )
+        ready = await asyncio.create_subprocess_exec("bash", str(READY_SCRIPT), "--wait", "30", f"127.0.0.1:{port}")
         assert await asyncio.wait_for(ready.wait(), 40) == 0, "the proxy never answered describe"
 
         async with AsyncTcpClient("127.0.0.1", port) as client:

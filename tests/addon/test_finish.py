@@ -6,7 +6,6 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from conftest import FINISH_SCRIPT, requires_tools
 
 pytestmark = requires_tools

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ADDON, REPO, shell_files
 
 HERE = Path(__file__).resolve().parent

@@ -29,6 +29,7 @@ from conftest import (
     official_whisper,
     requires_tools,
 )
+
 from wyoming_openai.openai_api import config as api_config
 
 pytestmark = requires_tools
@@ -74,7 +75,11 @@ def two_wyoming_addons_and_others() -> dict[str, dict[str, Any]]:
         "core_piper": official_piper(),
         "core_whisper": official_whisper(),
         "core_openwakeword": addon_info(
-            "core_openwakeword", "openWakeWord", {"10400/tcp": None}, state="stopped", announces="tcp://core-openwakeword:10400"
+            "core_openwakeword",
+            "openWakeWord",
+            {"10400/tcp": None},
+            state="stopped",
+            announces="tcp://core-openwakeword:10400",
         ),
         "core_mosquitto": addon_info(
             "core_mosquitto", "Mosquitto broker", {"1883/tcp": 1883, "8883/tcp": 8883}, discovery=("mqtt",)
@@ -207,7 +212,9 @@ async def test_a_mapped_port_and_another_port_and_keys(scripts, supervisor, addo
 async def test_explicit_uris_replace_the_search(scripts, supervisor, addon_config):
     supervisor.addons = two_wyoming_addons_and_others()
     uris = ["tcp://192.168.1.20:10300", "tcp://core-piper:10200"]
-    opts = options(addon_config, openai_api=True, openai_api_wyoming_uris=uris, openai_api_keys=[API_KEY_1], log_level="debug")
+    opts = options(
+        addon_config, openai_api=True, openai_api_wyoming_uris=uris, openai_api_keys=[API_KEY_1], log_level="debug"
+    )
     result = await run(scripts, supervisor, opts)
 
     assert result.returncode == 0, result.output
@@ -415,9 +422,13 @@ async def test_discovery_list_is_for_home_assistant_only(supervisor):
     from GET /discovery (require_home_assistant in the Supervisor), Home Assistant's gets the list."""
     supervisor.addons = two_wyoming_addons_and_others()
     async with aiohttp.ClientSession() as session:
-        async with session.get(f"{supervisor.url}/discovery", headers={"Authorization": f"Bearer {SUPERVISOR_TOKEN}"}) as response:
+        async with session.get(
+            f"{supervisor.url}/discovery", headers={"Authorization": f"Bearer {SUPERVISOR_TOKEN}"}
+        ) as response:
             assert response.status == 401
-        async with session.get(f"{supervisor.url}/discovery", headers={"Authorization": f"Bearer {HOMEASSISTANT_TOKEN}"}) as response:
+        async with session.get(
+            f"{supervisor.url}/discovery", headers={"Authorization": f"Bearer {HOMEASSISTANT_TOKEN}"}
+        ) as response:
             body = await response.json()
     assert [entry["config"]["uri"] for entry in body["data"]["discovery"]] == [
         "tcp://core-piper:10200",

@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOTFS, S6
 
 SHEBANG = "#!/command/with-contenv bashio\n"

@@ -18,8 +18,18 @@ import pytest_asyncio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from e2e_stack import (  # noqa: E402
-    STT_MODEL, TTS_MODEL, VOICES, HomeAssistant, Process, add_wyoming_server, home_assistant_or_skip,
-    Stack, onboard, start_home_assistant, start_proxy, wait_for_http,
+    STT_MODEL,
+    TTS_MODEL,
+    VOICES,
+    HomeAssistant,
+    Process,
+    Stack,
+    add_wyoming_server,
+    home_assistant_or_skip,
+    onboard,
+    start_home_assistant,
+    start_proxy,
+    wait_for_http,
 )  # fmt: skip
 from harness import TEST_KEY, TEST_SECRETS  # noqa: E402
 from upstream import FakeUpstream  # noqa: E402
@@ -74,7 +84,9 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     unexpected = stack.unexpected_log_records()
     assert not unexpected, "Home Assistant logged errors:\n" + "\n".join(unexpected[:10])
     for server in (plain, streaming):
-        assert "Traceback" not in server.process.log(), f"{server.process.name} logged a traceback ({server.process.log_path})"
+        assert "Traceback" not in server.process.log(), (
+            f"{server.process.name} logged a traceback ({server.process.log_path})"
+        )
 
 
 @pytest.fixture

@@ -129,7 +129,9 @@ class ProxyServer:
     added_in: float = 0.0  # seconds the config flow and entities took
 
 
-async def start_proxy(name: str, upstream: FakeUpstream, workdir: Path, *flags: str, voices: bool = True) -> ProxyServer:
+async def start_proxy(
+    name: str, upstream: FakeUpstream, workdir: Path, *flags: str, voices: bool = True
+) -> ProxyServer:
     """``python -m wyoming_openai`` as the add-on runs it; cwd outside the repo (its add-on folder shadows the package)."""
     port = free_port()
     process = Process(f"proxy {name}", workdir / f"proxy-{name}.log")
@@ -211,7 +213,9 @@ class HomeAssistant:
     async def request(self, method: str, path: str, timeout: float = 30.0, **kw: Any) -> tuple[int, Any]:
         assert self.session is not None
         kw.setdefault("headers", self.headers)
-        async with self.session.request(method, self.url + path, timeout=aiohttp.ClientTimeout(total=timeout), **kw) as response:
+        async with self.session.request(
+            method, self.url + path, timeout=aiohttp.ClientTimeout(total=timeout), **kw
+        ) as response:
             body = await response.read()
             if response.content_type == "application/json":
                 return response.status, json.loads(body)
@@ -291,7 +295,11 @@ async def start_home_assistant(workdir: Path, integrations: tuple[str, ...] = BA
     ffmpeg = (HA_VENV / ".e2e-ffmpeg").read_text().strip()
     (config_dir / "configuration.yaml").write_text(configuration_yaml(port, ffmpeg, integrations))
     process = Process("home assistant", workdir / "home-assistant.out")
-    env = {"PATH": f"{HA_VENV / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}", "HOME": str(workdir), "LANG": "C.UTF-8"}
+    env = {
+        "PATH": f"{HA_VENV / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "HOME": str(workdir),
+        "LANG": "C.UTF-8",
+    }
     await process.start(
         *wrapper, python, "-m", "homeassistant", "--config", config_dir, "--skip-pip", "--log-no-color",
         env=env, cwd=workdir,
@@ -313,7 +321,9 @@ async def wait_for_http(ha: HomeAssistant, limit: float = 120.0) -> None:
         except (aiohttp.ClientError, TimeoutError):
             pass
         if time.monotonic() - began > limit:
-            raise AssertionError(f"Home Assistant's HTTP API did not answer within {limit} s:\n{ha.process.log()[-4000:]}")
+            raise AssertionError(
+                f"Home Assistant's HTTP API did not answer within {limit} s:\n{ha.process.log()[-4000:]}"
+            )
         await asyncio.sleep(0.25)
 
 
@@ -322,7 +332,9 @@ async def onboard(ha: HomeAssistant) -> None:
     status, steps = await ha.get("/api/onboarding", headers={})
     assert status == 200, steps
     assert {"step": "user", "done": False} in steps, steps
-    status, body = await ha.post("/api/onboarding/users", {"client_id": CLIENT_ID, "language": "en", **OWNER}, headers={})
+    status, body = await ha.post(
+        "/api/onboarding/users", {"client_id": CLIENT_ID, "language": "en", **OWNER}, headers={}
+    )
     assert status == 200, body
     assert ha.session is not None
     async with ha.session.post(
@@ -343,7 +355,9 @@ async def add_wyoming_server(ha: HomeAssistant, server: ProxyServer, timeout: fl
                              needs: tuple[str, ...] = ("stt", "tts")) -> None:  # fmt: skip
     """The config flow, as the UI runs it: handler wyoming, then host and port."""
     began = time.monotonic()
-    status, flow = await ha.post("/api/config/config_entries/flow", {"handler": "wyoming", "show_advanced_options": False})
+    status, flow = await ha.post(
+        "/api/config/config_entries/flow", {"handler": "wyoming", "show_advanced_options": False}
+    )
     assert status == 200, flow
     assert flow["type"] == "form" and flow["step_id"] == "user", flow
     assert {field["name"] for field in flow["data_schema"]} >= {"host", "port"}, flow
@@ -365,7 +379,9 @@ async def add_wyoming_server(ha: HomeAssistant, server: ProxyServer, timeout: fl
                 server.added_in = time.monotonic() - began
                 return
             if time.monotonic() > deadline:
-                raise AssertionError(f"no stt and tts entities for {server.name}: registry {mine}\n{ha.process.log()[-3000:]}")
+                raise AssertionError(
+                    f"no stt and tts entities for {server.name}: registry {mine}\n{ha.process.log()[-3000:]}"
+                )
             await asyncio.sleep(0.2)
 
 

@@ -23,7 +23,12 @@ COMPONENTS = Path(homeassistant.components.__file__).parent
 def main() -> None:
     wanted = set(INTEGRATIONS)
     # What bootstrap sets up whatever the configuration says (core, logging and http, frontend, defaults).
-    for name in ("CORE_INTEGRATIONS", "LOGGING_AND_HTTP_DEPS_INTEGRATIONS", "FRONTEND_INTEGRATIONS", "DEFAULT_INTEGRATIONS"):
+    for name in (
+        "CORE_INTEGRATIONS",
+        "LOGGING_AND_HTTP_DEPS_INTEGRATIONS",
+        "FRONTEND_INTEGRATIONS",
+        "DEFAULT_INTEGRATIONS",
+    ):
         wanted.update(getattr(bootstrap, name, ()))
     wanted.discard("sentry")  # only when configured
     seen: set[str] = set()

@@ -21,7 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from e2e_stack import (  # noqa: E402
-    LANGUAGES, VOICES, Process, describe, free_port, onboard, start_home_assistant, wait_for_http,
+    LANGUAGES,
+    VOICES,
+    Process,
+    describe,
+    free_port,
+    onboard,
+    start_home_assistant,
+    wait_for_http,
 )  # fmt: skip
 from ha_config import BASE_INTEGRATIONS  # noqa: E402
 from harness import APP, TEST_KEY  # noqa: E402

@@ -16,14 +16,20 @@ import wave
 import av
 import pytest
 import pytest_asyncio
-
-
 from e2e_stack import (
-    EXPECTED_FAILURE, LANGUAGES, STT_MODEL, TTS_MODEL, VOICES, HomeAssistant, ProxyServer, Stack, add_wyoming_server,
+    EXPECTED_FAILURE,
+    LANGUAGES,
+    STT_MODEL,
+    TTS_MODEL,
+    VOICES,
+    HomeAssistant,
+    ProxyServer,
+    Stack,
+    add_wyoming_server,
     start_proxy,
 )  # fmt: skip
 from harness import reference_file
-from upstream import PCM_RATE, SECONDS_PER_CHARACTER, Fault, FakeUpstream
+from upstream import PCM_RATE, SECONDS_PER_CHARACTER, FakeUpstream, Fault
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -163,7 +169,11 @@ async def test_tts_several_requests_at_once(stack: Stack, ha: HomeAssistant, ups
 
 @pytest.mark.parametrize(
     ("server", "fault"),
-    [("plain", Fault(status=500, times=1)), ("plain", Fault(silent=True, times=2)), ("streaming", Fault(status=500, times=1))],
+    [
+        ("plain", Fault(status=500, times=1)),
+        ("plain", Fault(silent=True, times=2)),
+        ("streaming", Fault(status=500, times=1)),
+    ],
     ids=["plain-500", "plain-hang", "streaming-500"],  # a hang: the proxy's one retry hangs too
 )
 async def test_upstream_failure_is_an_error_not_a_hang_and_the_next_request_works(
@@ -224,7 +234,9 @@ async def odd_chunks(pcm: bytes):
 
 
 @pytest.mark.parametrize("server", ["plain", "streaming"])
-async def test_stt_real_recording_streamed_in_odd_chunks(stack: Stack, ha: HomeAssistant, upstream: FakeUpstream, server: str):
+async def test_stt_real_recording_streamed_in_odd_chunks(
+    stack: Stack, ha: HomeAssistant, upstream: FakeUpstream, server: str
+):
     rate, pcm = reference_pcm("living_room_light_de.wav")
     assert rate == 16000
     headers = {
@@ -254,11 +266,15 @@ async def test_stt_upstream_failure_is_an_error_not_a_hang_and_the_next_request_
     }
     upstream.transcription_faults.append(Fault(**vars(fault)))
     began = time.monotonic()
-    status, answer = await ha.request("POST", f"/api/stt/{stack.plain.stt_entity}", headers=headers, data=odd_chunks(pcm))
+    status, answer = await ha.request(
+        "POST", f"/api/stt/{stack.plain.stt_entity}", headers=headers, data=odd_chunks(pcm)
+    )
     assert time.monotonic() - began < 12  # the proxy's --upstream-timeout is 6 s
     assert status == 200 and answer == {"text": None, "result": "error"}, (status, answer)
     upstream.transcript = "Working again."
-    status, answer = await ha.request("POST", f"/api/stt/{stack.plain.stt_entity}", headers=headers, data=odd_chunks(pcm))
+    status, answer = await ha.request(
+        "POST", f"/api/stt/{stack.plain.stt_entity}", headers=headers, data=odd_chunks(pcm)
+    )
     assert (status, answer) == (200, {"text": "Working again.", "result": "success"})
 
 
@@ -319,8 +335,6 @@ async def test_assist_pipeline_stt_conversation_tts(stack: Stack, ha: HomeAssist
     with av.open(io.BytesIO(audio)) as container:
         decoded = sum(frame.samples for frame in container.decode(audio=0)) / container.streams.audio[0].rate
     assert abs(decoded - sum(frames_for(r["input"]) for r in requests) / PCM_RATE) < 0.15
-
-
 
 
 # --- the config flow while the upstream hangs -----------------------------------------------------------

@@ -18,7 +18,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from e2e_stack import home_assistant_or_skip
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]

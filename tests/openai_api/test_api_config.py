@@ -44,7 +44,12 @@ def test_precedence_file_then_environment_then_flags(tmp_path: Path) -> None:
     config = tmp_path / "api.yaml"
     config.write_text("port: 7000\nhost: 127.0.0.1\nwyoming-uris: [tcp://a:1]\napi_keys: [file-key]\n")
     settings = load(["--config", str(config)], {})
-    assert (settings.port, settings.host, settings.wyoming_uris, settings.api_keys) == (7000, "127.0.0.1", ("tcp://a:1",), ("file-key",))
+    assert (settings.port, settings.host, settings.wyoming_uris, settings.api_keys) == (
+        7000,
+        "127.0.0.1",
+        ("tcp://a:1",),
+        ("file-key",),
+    )
     settings = load(["--config", str(config)], {"OPENAI_API_PORT": "7100"})
     assert settings.port == 7100
     settings = load(["--config", str(config), "--port", "7200", "--zeroconf"], {"OPENAI_API_PORT": "7100"})
@@ -90,7 +95,9 @@ def test_main_exit_codes(capsys: pytest.CaptureFixture[str], monkeypatch: pytest
         monkeypatch.delenv(name)
     assert main(["--port", "nope", "--wyoming-uris", "tcp://a:1"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "wyoming-openai serve-openai: error: invalid --port (OPENAI_API_PORT): expected an integer, got 'nope'"
+    assert (
+        err == "wyoming-openai serve-openai: error: invalid --port (OPENAI_API_PORT): expected an integer, got 'nope'"
+    )
     assert main([]) == 2 and "no Wyoming servers" in capsys.readouterr().err
     assert main(["--no-such-flag"]) == 2
     assert main(["--help"]) == 0 and "OPENAI_API_WYOMING_URIS" in capsys.readouterr().out
@@ -132,7 +139,21 @@ def test_port_in_use_is_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        assert main(["--host", "127.0.0.1", "--port", str(port), "--wyoming-uris", "tcp://127.0.0.1:1", "--connect-timeout", "0.1"]) == 1
+        assert (
+            main(
+                [
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--wyoming-uris",
+                    "tcp://127.0.0.1:1",
+                    "--connect-timeout",
+                    "0.1",
+                ]
+            )
+            == 1
+        )
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
 
 

@@ -37,7 +37,9 @@ async def test_model_retrieve(api: Api) -> None:
     assert caught.value.code == "model_not_found"
 
 
-async def _get(api: Api, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict, aiohttp.typedefs.LooseHeaders]:
+async def _get(
+    api: Api, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict, aiohttp.typedefs.LooseHeaders]:
     async with aiohttp.ClientSession() as session, session.get(api.url + path, headers=headers) as response:
         return response.status, await response.json(), response.headers
 
@@ -83,7 +85,9 @@ async def test_unix_socket_server(start_api: StartApi, tmp_path) -> None:
 async def test_server_that_starts_later_is_found_on_demand(start_api: StartApi) -> None:
     server = ToneServer(port=free_port())
     # No pause between on-demand refreshes, so the test need not wait out the usual few seconds.
-    pool = wyoming_pool.WyomingPool([server.uri], wyoming_pool.Timeouts(1, 2), refresh_interval=0, min_on_demand_refresh=0)
+    pool = wyoming_pool.WyomingPool(
+        [server.uri], wyoming_pool.Timeouts(1, 2), refresh_interval=0, min_on_demand_refresh=0
+    )
     api = await start_api([server.uri], pool=pool)
     assert [m async for m in api.client.models.list()] == []
     with pytest.raises(openai.APIStatusError) as caught:  # its models may be on the server that is down

@@ -36,7 +36,11 @@ def test_part_without_headers_has_no_name() -> None:
 
 @pytest.mark.parametrize(
     ("content_type", "expected"),
-    [(CT, b"XyZ"), ('multipart/form-data; BOUNDARY="a b;c"', b"a b;c"), ("multipart/form-data; charset=x; boundary=q1", b"q1")],
+    [
+        (CT, b"XyZ"),
+        ('multipart/form-data; BOUNDARY="a b;c"', b"a b;c"),
+        ("multipart/form-data; charset=x; boundary=q1", b"q1"),
+    ],
 )
 def test_boundary(content_type: str, expected: bytes) -> None:
     assert boundary(content_type) == expected

@@ -44,7 +44,11 @@ async def test_every_format_decodes_to_the_spoken_tone(api: Api, response_format
 @pytest.mark.parametrize("response_format", FORMATS)
 async def test_sse_stream_carries_the_audio_in_deltas_then_done(api: Api, response_format: str) -> None:
     raw = await api.client.audio.speech.with_raw_response.create(
-        model="tone-tts", voice="high", input=f"{FOUR_WORDS} {FOUR_WORDS}", response_format=response_format, stream_format="sse"
+        model="tone-tts",
+        voice="high",
+        input=f"{FOUR_WORDS} {FOUR_WORDS}",
+        response_format=response_format,
+        stream_format="sse",
     )
     assert raw.headers["content-type"].startswith("text/event-stream")
     events = sse_events(raw.content)
@@ -82,7 +86,9 @@ async def test_openai_model_and_voice_names_mean_the_defaults(api: Api, tone_ser
 
 
 async def test_voice_as_an_object_with_an_id(api: Api) -> None:
-    data = await api.client.audio.speech.create(model="tone-tts", voice={"id": "high"}, input="hi", response_format="wav")
+    data = await api.client.audio.speech.create(
+        model="tone-tts", voice={"id": "high"}, input="hi", response_format="wav"
+    )
     assert_tone(data.content, "wav", SECONDS_PER_WORD, 880)
 
 
@@ -94,7 +100,9 @@ async def test_speaker_of_a_multi_speaker_voice(api: Api, tone_server: ToneServe
 
 
 async def test_stereo_16k_wyoming_audio_becomes_mono(api: Api) -> None:
-    data = await api.client.audio.speech.create(model="tone-tts", voice="low", input="please stereo", response_format="wav")
+    data = await api.client.audio.speech.create(
+        model="tone-tts", voice="low", input="please stereo", response_format="wav"
+    )
     decoded = decode(data.content, "wav")
     assert decoded.rate == 16000 and abs(decoded.seconds - 0.5) < 0.01 and abs(decoded.frequency - 220) < 5
 
@@ -103,9 +111,10 @@ async def test_stereo_16k_wyoming_audio_becomes_mono(api: Api) -> None:
 
 
 async def _post(api: Api, body: dict, path: str = "/audio/speech") -> tuple[int, dict]:
-    async with aiohttp.ClientSession() as session, session.post(
-        api.url + path, json=body, headers={"Authorization": "Bearer x"}
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(api.url + path, json=body, headers={"Authorization": "Bearer x"}) as response,
+    ):
         return response.status, await response.json()
 
 
@@ -142,9 +151,12 @@ async def test_sdk_raises_typed_errors(api: Api) -> None:
 
 
 async def test_body_that_is_not_json(api: Api) -> None:
-    async with aiohttp.ClientSession() as session, session.post(
-        api.url + "/audio/speech", data=b"{not json", headers={"Content-Type": "application/json"}
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            api.url + "/audio/speech", data=b"{not json", headers={"Content-Type": "application/json"}
+        ) as response,
+    ):
         assert response.status == 400
         assert assert_error_shape(await response.json(), 400)["code"] == "invalid_json"
 
@@ -191,9 +203,13 @@ async def test_server_that_never_answers_describe(start_api: StartApi) -> None:
 
 
 async def test_dropped_connection_mid_audio_truncates_the_stream_visibly(api: Api) -> None:
-    async with aiohttp.ClientSession() as session, session.post(
-        api.url + "/audio/speech", json={"model": "tone-tts", "voice": "low", "input": "please drop it now", "response_format": "pcm"}
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            api.url + "/audio/speech",
+            json={"model": "tone-tts", "voice": "low", "input": "please drop it now", "response_format": "pcm"},
+        ) as response,
+    ):
         assert response.status == 200  # audio had started
         with pytest.raises(aiohttp.ClientPayloadError):
             await response.read()
@@ -284,7 +300,9 @@ async def test_server_hanging_up_on_a_second_request_is_retried_on_a_fresh_conne
     api = await start_api([server.uri])
     try:
         for _ in range(3):
-            data = await api.client.audio.speech.create(model="tone-tts", voice="low", input="hi", response_format="pcm")
+            data = await api.client.audio.speech.create(
+                model="tone-tts", voice="low", input="hi", response_format="pcm"
+            )
             assert len(data.content) == 12000
         assert len(server.received.synthesizes) == 3
     finally:
@@ -302,7 +320,9 @@ async def test_concurrent_requests_each_get_their_own_audio(api: Api, tone_serve
     voices = ["low", "high"] * 8
 
     async def speak(voice: str) -> float:
-        data = await api.client.audio.speech.create(model="tone-tts", voice=voice, input="one two", response_format="wav")
+        data = await api.client.audio.speech.create(
+            model="tone-tts", voice=voice, input="one two", response_format="wav"
+        )
         decoded = decode(data.content, "wav")
         assert abs(decoded.seconds - 0.5) < 0.01
         return decoded.frequency

@@ -25,7 +25,8 @@ BYTES_AT_16K = int(SECONDS * 16000) * 2
 def described(text: str) -> dict[str, object]:
     """What the tone server says it received."""
     match = re.search(
-        r"received (\d+) bytes, at (\d+) Hz width (\d+) channels (\d+), tone (\d+) Hz, model (\S+), language (\S+)", text
+        r"received (\d+) bytes, at (\d+) Hz width (\d+) channels (\d+), tone (\d+) Hz, model (\S+), language (\S+)",
+        text,
     )
     assert match, text
     size, rate, width, channels, freq = (int(match.group(i)) for i in range(1, 6))
@@ -49,7 +50,9 @@ def _container(fmt: str, codec: str, rate: int, pcm: bytes) -> bytes:
         frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm) // 2)
         frame.planes[0].update(pcm)
         frame.sample_rate = rate
-        for converted in av.AudioResampler(format=stream.codec_context.format.name, layout="mono", rate=rate).resample(frame):
+        for converted in av.AudioResampler(format=stream.codec_context.format.name, layout="mono", rate=rate).resample(
+            frame
+        ):
             for packet in stream.encode(converted):
                 container.mux(packet)
         for packet in stream.encode(None):
@@ -188,7 +191,10 @@ async def _form_post(api: Api, fields: dict[str, str], file: tuple[str, bytes] |
         form.add_field("file", file[1], filename=file[0])
     for name, value in fields.items():
         form.add_field(name, value)
-    async with aiohttp.ClientSession() as session, session.post(api.url + "/audio/transcriptions", data=form) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(api.url + "/audio/transcriptions", data=form) as response,
+    ):
         return response.status, await response.json()
 
 
@@ -220,9 +226,10 @@ async def test_bad_requests_get_openai_errors(
 
 
 async def test_json_body_instead_of_multipart(api: Api) -> None:
-    async with aiohttp.ClientSession() as session, session.post(
-        api.url + "/audio/transcriptions", json={"model": "echo-asr"}
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(api.url + "/audio/transcriptions", json={"model": "echo-asr"}) as response,
+    ):
         assert response.status == 400
         assert assert_error_shape(await response.json(), 400)["code"] == "invalid_content_type"
 
@@ -246,9 +253,12 @@ async def test_oversized_upload_without_content_length_is_a_413(start_api: Start
             yield b"\0" * 8192
         yield b"\r\n--x--\r\n"
 
-    async with aiohttp.ClientSession() as session, session.post(
-        api.url + "/audio/transcriptions", data=body(), headers={"Content-Type": "multipart/form-data; boundary=x"}
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            api.url + "/audio/transcriptions", data=body(), headers={"Content-Type": "multipart/form-data; boundary=x"}
+        ) as response,
+    ):
         assert response.status == 413
         assert_error_shape(await response.json(), 413)
 

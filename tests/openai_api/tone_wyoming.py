@@ -21,7 +21,15 @@ from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
 from wyoming.event import Event
 from wyoming.info import (
-    AsrModel, AsrProgram, Attribution, Describe, Info, SelectProgram, TtsProgram, TtsVoice, TtsVoiceSpeaker,
+    AsrModel,
+    AsrProgram,
+    Attribution,
+    Describe,
+    Info,
+    SelectProgram,
+    TtsProgram,
+    TtsVoice,
+    TtsVoiceSpeaker,
 )  # fmt: skip
 from wyoming.server import AsyncEventHandler, AsyncServer, AsyncTcpServer, AsyncUnixServer
 from wyoming.tts import Synthesize
@@ -77,7 +85,9 @@ def estimate_frequency(pcm: bytes, rate: int) -> float:
 SECOND_PROGRAM_PITCH = 1.5  # the second TTS program ("<name>-fifth") speaks a fifth higher
 
 
-def make_info(streaming: bool, tts_name: str = "tone-tts", asr_name: str = "echo-asr", two_tts_programs: bool = False) -> Info:
+def make_info(
+    streaming: bool, tts_name: str = "tone-tts", asr_name: str = "echo-asr", two_tts_programs: bool = False
+) -> Info:
     voices = [
         TtsVoice(
             name=name, attribution=_ATTRIBUTION, installed=True, description=f"{name} tone", version="1",
@@ -172,7 +182,9 @@ class _Handler(AsyncEventHandler):
         await self.write_event(AudioStart(rate=rate, width=2, channels=channels).event())
         step = CHUNK_SAMPLES * 2 * channels
         for offset in range(0, len(pcm), step):
-            await self.write_event(AudioChunk(rate=rate, width=2, channels=channels, audio=pcm[offset : offset + step]).event())
+            await self.write_event(
+                AudioChunk(rate=rate, width=2, channels=channels, audio=pcm[offset : offset + step]).event()
+            )
             if text.startswith("please drop"):
                 return False
         await self.write_event(AudioStop().event())

@@ -32,10 +32,15 @@ def main(argv: Sequence[str] | None = None, prog: str = "wyoming-openai serve-op
     try:
         asyncio.run(serve(settings))
     except OSError as err:  # the port is taken, the host is not ours, …
-        print(f"{prog}: error: cannot listen on {settings.host}:{settings.port}: {err.strerror or err}", file=sys.stderr)
+        print(
+            f"{prog}: error: cannot listen on {settings.host}:{settings.port}: {err.strerror or err}", file=sys.stderr
+        )
         return 1
     except ImportError as err:
-        print(f"{prog}: error: {err.name} is needed for this option (pip install 'wyoming-openai[zeroconf]')", file=sys.stderr)
+        print(
+            f"{prog}: error: {err.name} is needed for this option (pip install 'wyoming-openai[zeroconf]')",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

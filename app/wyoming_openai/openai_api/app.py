@@ -203,7 +203,9 @@ def _abort(request: web.Request) -> None:
 
 
 def _too_large(settings: ApiSettings) -> ApiError:
-    return ApiError(413, f"The request body is larger than the {settings.max_upload_mb:g} MB limit.", code="request_too_large")
+    return ApiError(
+        413, f"The request body is larger than the {settings.max_upload_mb:g} MB limit.", code="request_too_large"
+    )
 
 
 async def _read_form(request: web.Request, settings: ApiSettings) -> tuple[dict[str, list[str]], bytes | None]:

@@ -78,7 +78,9 @@ def _log_level(value: Any) -> str:
     return text
 
 
-def _opt(name: str, default: Any, validate: Callable[[Any], Any], help: str, env: str | None = None, **kw: Any) -> Option:
+def _opt(
+    name: str, default: Any, validate: Callable[[Any], Any], help: str, env: str | None = None, **kw: Any
+) -> Option:
     return Option(name, env or ENV_PREFIX + name.upper(), default, validate, help, **kw)
 
 
@@ -131,7 +133,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     )
 
 
-def load(argv: Sequence[str], environ: Mapping[str, str] | None = None, prog: str = "wyoming-openai serve-openai") -> ApiSettings:
+def load(
+    argv: Sequence[str], environ: Mapping[str, str] | None = None, prog: str = "wyoming-openai serve-openai"
+) -> ApiSettings:
     """Parse, merge and validate. argparse exits (status 2) on unknown flags; bad values raise ConfigError."""
     environ = os.environ if environ is None else environ
     values, _ = resolve(OPTIONS, build_parser(prog), argv, environ, CONFIG_ENV)

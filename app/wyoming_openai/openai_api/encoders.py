@@ -310,6 +310,7 @@ class SpeechPipeline:
         if not isinstance(encoder, AvEncoder):
             return
         if self._job is not None and not self._job.done():
+
             def close_after(job: asyncio.Future[bytes]) -> None:
                 if not job.cancelled():
                     job.exception()  # retrieved: a failure nobody awaits is not worth a warning

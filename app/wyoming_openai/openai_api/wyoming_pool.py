@@ -86,7 +86,9 @@ class Connection:
         except (asyncio.TimeoutError, TimeoutError):
             raise WyomingUnavailable(f"Wyoming server {uri} did not accept a connection within {timeout:g} s") from None
         except OSError as err:
-            raise WyomingUnavailable(f"Wyoming server {uri} is unreachable ({err.strerror or type(err).__name__})") from None
+            raise WyomingUnavailable(
+                f"Wyoming server {uri} is unreachable ({err.strerror or type(err).__name__})"
+            ) from None
         return cls(uri, reader, writer)
 
     async def send(self, events: Iterable[Event]) -> None:
@@ -146,7 +148,9 @@ async def describe(uri: str, timeouts: Timeouts) -> Info:
                     try:
                         return Info.from_event(event)
                     except (KeyError, TypeError, ValueError) as err:
-                        raise WyomingFailed(f"Wyoming server {uri} sent an info event that cannot be read ({err})") from None
+                        raise WyomingFailed(
+                            f"Wyoming server {uri} sent an info event that cannot be read ({err})"
+                        ) from None
     finally:
         connection.close()
 
@@ -229,7 +233,11 @@ class WyomingPool:
                     state.info, state.error = result, None
                     state.first_seen = state.first_seen or int(time.time())
                 elif isinstance(result, Exception):
-                    message = str(result) if isinstance(result, (WyomingFailed, WyomingUnavailable, WyomingTimeout)) else repr(result)
+                    message = (
+                        str(result)
+                        if isinstance(result, (WyomingFailed, WyomingUnavailable, WyomingTimeout))
+                        else repr(result)
+                    )
                     if state.error != message:
                         _LOGGER.warning("%s", message)
                     state.error = message
@@ -244,7 +252,9 @@ class WyomingPool:
             await self.refresh()
 
     def _rebuild(self) -> None:
-        self.catalog = build_catalog((s.uri, s.info, s.first_seen) for s in self._servers.values() if s.info is not None)
+        self.catalog = build_catalog(
+            (s.uri, s.info, s.first_seen) for s in self._servers.values() if s.info is not None
+        )
 
     # --- connections --------------------------------------------------------------------------------
 
@@ -332,7 +342,9 @@ class WyomingPool:
         uri = model.server
         synth_voice = SynthesizeVoice(name=voice, speaker=speaker) if voice else None
         request = Synthesize(text=text, voice=synth_voice).event()
-        events = self._exchange(model, lambda: iter([request]), "the end of the audio", lambda e: AudioStop.is_type(e.type))
+        events = self._exchange(
+            model, lambda: iter([request]), "the end of the audio", lambda e: AudioStop.is_type(e.type)
+        )
         fmt: PcmFormat | None = None
         async with contextlib.aclosing(events):
             async for event in events:
