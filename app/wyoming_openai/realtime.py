@@ -25,8 +25,7 @@ import aiohttp
 from .audio import FrameAligner, PcmFormat, S16Converter
 from .catalog import Voice
 from .settings import Settings
-from .stt import upstream_language
-from .upstream import ERROR_TEXT_LIMIT, SPEECH_BODY_TIME_FACTOR, Upstream, UpstreamError
+from .upstream import ERROR_TEXT_LIMIT, SPEECH_BODY_TIME_FACTOR, Upstream, UpstreamError, upstream_language
 
 _LOGGER = logging.getLogger(__name__)
 

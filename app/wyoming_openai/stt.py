@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .audio import PcmFormat, to_wav
+from .realtime import RealtimeTranscriber
 from .settings import Backend, Settings
-from .upstream import Upstream, UpstreamError, server_sent_events
-
-if TYPE_CHECKING:
-    from .realtime import RealtimeTranscriber
+from .upstream import Upstream, UpstreamError, server_sent_events, upstream_language
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -54,13 +52,6 @@ class Utterance:
         return to_wav(self._chunks, self.format)
 
 
-def upstream_language(language: str | None) -> str | None:
-    """ISO-639-1 as the API wants it: Home Assistant may send ``en-US`` or ``pt_BR``."""
-    if not language:
-        return None
-    return language.replace("_", "-").split("-")[0].lower() or None
-
-
 class Transcriber:
     def __init__(self, settings: Settings, upstream: Upstream) -> None:
         self.settings = settings
@@ -68,8 +59,6 @@ class Transcriber:
         self.backend: Backend | None = settings.stt_backend
         self.realtime: RealtimeTranscriber | None = None
         if settings.stt_realtime_models:
-            from .realtime import RealtimeTranscriber  # realtime.py needs this module: import late
-
             self.realtime = RealtimeTranscriber(settings, upstream)
 
     def is_realtime(self, model: str) -> bool:

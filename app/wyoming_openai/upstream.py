@@ -29,6 +29,13 @@ SPEECH_BODY_TIME_FACTOR = 10  # a speech body may stream this many times the ans
 ERROR_TEXT_LIMIT = 300
 
 
+def upstream_language(language: str | None) -> str | None:
+    """ISO-639-1 as the API wants it: Home Assistant may send ``en-US`` or ``pt_BR``."""
+    if not language:
+        return None
+    return language.replace("_", "-").split("-")[0].lower() or None
+
+
 class UpstreamError(Exception):
     """An upstream request failed. ``str()`` is safe to show a user: no key, no credentials."""
 
