@@ -88,9 +88,6 @@ async def start_proxy(upstream: FakeUpstream) -> AsyncIterator[StartProxy]:
         proxy = Proxy(settings)
         await proxy.start()
         started.append(proxy)
-        if proxy.server is not None and proxy.server.accept_process is not None:
-            # So that a client connecting while a test keeps the loop busy is surely taken by it.
-            await asyncio.wait_for(asyncio.shield(proxy.server.accept_process.ready), 10)
         if discovery and proxy.discovery is not None:
             await asyncio.wait_for(asyncio.shield(proxy.discovery), 10)
         return proxy

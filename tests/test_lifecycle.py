@@ -19,7 +19,7 @@ from wyoming.event import async_read_event
 from wyoming.info import Describe
 from wyoming.tts import Synthesize
 
-from wyoming_openai.framing import encode_event
+from wyoming_openai.wire import encode_event
 
 KEY = "test-secret-key-7d2f9b"
 URL_PASSWORD = "url-password-41c8e"

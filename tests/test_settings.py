@@ -31,7 +31,6 @@ SAMPLES = {
     "uri": ("tcp://127.0.0.1:10555", "tcp://127.0.0.1:10555"),
     "log_level": ("debug", "DEBUG"),
     "log_format": ("JSON", "json"),
-    "accept_process": ("off", False),
     "log_file": ("/tmp/wyoming-openai-test.log", "/tmp/wyoming-openai-test.log"),
     "log_max_bytes": ("2048", 2048),
     "log_backup_count": ("7", 7),

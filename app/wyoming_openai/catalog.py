@@ -14,7 +14,7 @@ from wyoming.info import AsrModel, AsrProgram, Attribution, Info, TtsProgram, Tt
 
 from . import __version__
 from .backends import known_backend
-from .framing import encode_event
+from .wire import encode_event
 from .settings import OPENAI_VOICES, Settings, redact_url
 
 _LOGGER = logging.getLogger(__name__)

@@ -7,35 +7,40 @@ and only notices that something went wrong when the connection closes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
+from wyoming.server import AsyncEventHandler
 from wyoming.event import Event
+from wyoming.info import Describe
 from wyoming.ping import Ping, Pong
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
 
 from .audio import AudioDecodeError, PcmFormat
 from .catalog import Catalog, Voice
-from .framing import encode_event
 from .settings import Settings
 from .streaming import SentenceSplitter, SpeechStream
 from .stt import Transcriber, Utterance, UtteranceTooLong
 from .tts import Synthesizer
 from .upstream import UpstreamError
+from .wire import ClientReader, Limits, ProtocolError, encode_event, read_event
 
 if TYPE_CHECKING:
-    from .connection import Connection
     from .realtime import RealtimeTranscription
 
 _LOGGER = logging.getLogger(__name__)
 
 MAX_STREAMED_TEXT = 64 * 1024  # characters of one streamed synthesis
+# Events whose handling waits on the upstream: while they run, a client that hangs up cancels them.
+SLOW_EVENTS = frozenset({"audio-stop", "synthesize", "synthesize-stop"})
+REFUSAL_DESCRIBE_WAIT = 1.0  # seconds a refused client gets to ask describe before it is closed
 
 
 class ClientError(Exception):
@@ -50,11 +55,18 @@ class Services:
     synthesizer: Synthesizer | None
 
 
-class Handler:
-    def __init__(self, services: Services, writer: Connection, peer: str) -> None:
+class Handler(AsyncEventHandler):
+    """One client's conversation. ``run()`` reads its events within the limits and answers them."""
+
+    def __init__(self, services: Services, limits: Limits, reader: ClientReader, writer: asyncio.StreamWriter) -> None:
+        super().__init__(reader, writer)
         self.services = services
-        self.writer = writer
-        self.peer = peer
+        self.limits = limits
+        self.client_left = reader.left
+        peer = writer.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "client"
+        self.idle_since: float | None = None  # loop time it began waiting for the client; None while busy
+        self.cut_reason = ("server shutting down", "Shutdown")  # what the server says when it cancels run()
         self.closing: asyncio.Future | None = None
         self.live: RealtimeTranscription | None = None  # a Realtime session taking the audio as it comes
         self._reset()
@@ -71,31 +83,69 @@ class Handler:
         self.audio_format: PcmFormat | None = None  # set by the first audio of one reply
         self.audio_samples = 0
 
-    # --- dispatch ----------------------------------------------------------------------------
+    # --- the conversation --------------------------------------------------------------------
 
-    def handle_now(self, event: Event) -> bool:
-        """Handle, as it is read, an event that needs no waiting; False: it must go through handle_event.
+    async def run(self) -> None:
+        """Events until the client leaves, breaks the framing or a request fails; then close."""
+        loop = asyncio.get_running_loop()
+        _LOGGER.debug("%s connected", self.peer)
+        try:
+            while True:
+                self.idle_since = loop.time()
+                event = await read_event(self.reader, self.limits)
+                self.idle_since = None
+                if event is None:
+                    break
+                if event.type in SLOW_EVENTS:
+                    keep_going = await self._unless_client_leaves(self.handle_event(event))
+                else:
+                    keep_going = await self.handle_event(event)
+                if not keep_going:
+                    break
+        except ProtocolError as err:
+            _LOGGER.warning("%s: %s; closing", self.peer, err)
+            await self._say_error(str(err), "ProtocolError")
+        except ConnectionError:
+            _LOGGER.debug("%s disconnected", self.peer)  # health checks do this every 30 s: not news
+        except asyncio.CancelledError:  # cut off by the server: idle, evicted, or shutting down
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            text, code = self.cut_reason
+            _LOGGER.info("%s: %s; disconnecting", self.peer, text)
+            await self._say_error(text, code)
+        except Exception:  # noqa: BLE001 - one connection's bug must not take the server down
+            _LOGGER.exception("%s: unexpected failure", self.peer)
+            await self._say_error("internal error in the proxy (see its log)", "InternalError")
+        finally:
+            self.idle_since = None
+            await self.disconnect()
+            self.writer.close()
+            _LOGGER.debug("%s closed", self.peer)
 
-        Only called while this handler waits for its next event, so order is kept. Audio chunks and
-        streamed text are most of what a client sends: taking them here skips a queue and a task
-        switch for each 10 ms of audio or each token.
-        """
-        kind = event.type
-        if kind == "audio-chunk":
-            utterance, payload = self.utterance, event.payload
-            if utterance is None or self.live is not None or not payload or not utterance.has_room(len(payload)):
-                return False
-            utterance.add(payload)
-            return True
-        if kind == "synthesize-chunk":  # one per LLM token while Home Assistant streams a reply
-            text = event.data.get("text")
-            if not self._in_stream() or not isinstance(text, str) or self.stream_length + len(text) > MAX_STREAMED_TEXT:
-                return False
-            self._on_synthesize_chunk(text)
-            return True
-        if kind == "describe":
-            self.writer.write(self.services.catalog.info_bytes)
-            return True
+    async def refuse(self, text: str) -> None:
+        """Turn the client away; a ``describe`` it sends at once is answered first: a full server is
+        not a dead one, and Home Assistant asks before anything else."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(REFUSAL_DESCRIBE_WAIT):
+                event = await read_event(self.reader, self.limits)
+                if event is not None and event.type == "describe":
+                    await self._send(self.services.catalog.info_bytes)
+        await self._say_error(text, "Busy")
+        self.writer.close()
+
+    async def _unless_client_leaves(self, work: Coroutine[Any, Any, bool]) -> bool:
+        """Run a request; if the client hangs up meanwhile, cancel it (and its upstream call)."""
+        task = asyncio.ensure_future(work)
+        try:
+            await asyncio.wait({task, self.client_left}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        _LOGGER.info("%s left during its request; cancelled it", self.peer)
         return False
 
     async def handle_event(self, event: Event) -> bool:
@@ -113,17 +163,14 @@ class Handler:
 
     async def _dispatch(self, event: Event) -> bool:
         kind = event.type
-        if kind == "describe":
-            await self._send(self.services.catalog.info_bytes)
-        elif AudioChunk.is_type(kind):
+        if AudioChunk.is_type(kind):
             await self._on_audio_chunk(AudioChunk.from_event(event))
+        elif SynthesizeChunk.is_type(kind):
+            self._on_synthesize_chunk(_text(SynthesizeChunk.from_event(event).text))
+        elif Describe.is_type(kind):
+            await self._send(self.services.catalog.info_bytes)
         elif Transcribe.is_type(kind):
-            transcribe = Transcribe.from_event(event)
-            self._require(self.services.transcriber, "speech-to-text")
-            await self._close_live()
-            self.stt_model = self.services.catalog.stt_model(_optional_text(transcribe.name))
-            self.stt_language = _optional_text(transcribe.language)
-            self.transcribing = True
+            await self._on_transcribe(Transcribe.from_event(event))
         elif AudioStart.is_type(kind):
             start = AudioStart.from_event(event)
             await self._close_live()
@@ -136,17 +183,22 @@ class Handler:
                 await self._speak(_text(synthesize.text), _voice_name(synthesize.voice))
         elif SynthesizeStart.is_type(kind):
             self._on_synthesize_start(SynthesizeStart.from_event(event))
-        elif SynthesizeChunk.is_type(kind):
-            self._on_synthesize_chunk(_text(SynthesizeChunk.from_event(event).text))
         elif SynthesizeStop.is_type(kind):
             await self._on_synthesize_stop()
         elif Ping.is_type(kind):
-            await self._write(Pong(text=Ping.from_event(event).text).event())
+            await self.write_event(Pong(text=Ping.from_event(event).text).event())
         else:
             _LOGGER.debug("Ignoring %s event from %s", kind, self.peer)
         return True
 
     # --- speech to text ----------------------------------------------------------------------
+
+    async def _on_transcribe(self, transcribe: Transcribe) -> None:
+        self._require(self.services.transcriber, "speech-to-text")
+        await self._close_live()
+        self.stt_model = self.services.catalog.stt_model(_optional_text(transcribe.name))
+        self.stt_language = _optional_text(transcribe.language)
+        self.transcribing = True
 
     async def _new_utterance(self, fmt: PcmFormat) -> Utterance:
         transcriber = self._require(self.services.transcriber, "speech-to-text")
@@ -194,17 +246,17 @@ class Handler:
         else:
             text = await transcriber.transcribe(utterance, model, language)
         _LOGGER.info("Transcribed %.1f s for %s: %d characters", utterance.seconds, self.peer, len(text))
-        await self._write(Transcript(text=text).event())
+        await self.write_event(Transcript(text=text).event())
 
     async def _relay_transcript(self, results: AsyncIterator[tuple[bool, str]], language: str) -> str:
         """Transcript chunks as the upstream forms them; returns the final text."""
-        await self._write(TranscriptStart(language=language).event())
+        await self.write_event(TranscriptStart(language=language).event())
         async with aclosing(results):
             async for done, text in results:
                 if done:
-                    await self._write(TranscriptStop().event())
+                    await self.write_event(TranscriptStop().event())
                     return text
-                await self._write(TranscriptChunk(text=text).event())
+                await self.write_event(TranscriptChunk(text=text).event())
         raise UpstreamError("STT upstream ended its stream without a transcript")
 
     async def _close_live(self) -> None:
@@ -269,7 +321,7 @@ class Handler:
         elif text.strip():
             await self._speak(text, voice)
         self._reset()
-        await self._write(SynthesizeStopped().event())
+        await self.write_event(SynthesizeStopped().event())
 
     async def _speak(self, text: str, voice_name: str | None) -> None:
         synthesizer = self._require(self.services.synthesizer, "text-to-speech")
@@ -308,7 +360,7 @@ class Handler:
             if amount:
                 raise AudioDecodeError("TTS upstream sent no audio")
             return
-        await self._write(AudioStop(timestamp=samples * 1000 // fmt.rate).event())
+        await self.write_event(AudioStop(timestamp=samples * 1000 // fmt.rate).event())
         _LOGGER.info("Spoke to %s: %.1f s of audio", self.peer, samples / fmt.rate)
 
     async def disconnect(self) -> None:
@@ -325,7 +377,7 @@ class Handler:
             raise ClientError(f"{what} is not configured on this server")
         return service
 
-    async def _write(self, event: Event) -> None:
+    async def write_event(self, event: Event) -> None:
         await self._send(encode_event(event))
 
     async def _send(self, wire: bytes) -> None:
@@ -336,11 +388,15 @@ class Handler:
         _LOGGER.warning("%s: %s", self.peer, message)
         await self.disconnect()
         self._reset()
-        try:
-            await self._write(Error(text=message, code=code).event())
-        except (ConnectionError, RuntimeError):
-            pass
+        await self._say_error(message, code)
         return False
+
+    async def _say_error(self, text: str, code: str) -> None:
+        """Tell the client what went wrong, if it still listens; closing the connection is what
+        Home Assistant notices."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                await self.write_event(Error(text=text, code=code).event())
 
 
 def _text(value: object) -> str:

@@ -165,7 +165,6 @@ OPTIONS: tuple[Option, ...] = (
     _opt("languages", "WYOMING_LANGUAGES", ["en"], words, "languages to advertise, space-separated", is_list=True),
     _opt("zeroconf", "WYOMING_ZEROCONF", None, _zeroconf, "announce the server on the local network (_wyoming._tcp) under NAME", flag_nargs="?", flag_const="wyoming-openai"),
     _opt("workers", "WYOMING_WORKERS", 1, number(int, 1, 64), "server processes sharing the port (SO_REUSEPORT), for many clients on many cores"),
-    _opt("accept_process", "WYOMING_ACCEPT_PROCESS", True, boolean, "let a small second process answer describe while the server is busy, so info is never late (Linux, tcp://)", flag_nargs="?", flag_const="true"),
     _opt("max_connections", "WYOMING_MAX_CONNECTIONS", 256, number(int, 1), "clients served at once; more are refused"),
     _opt("idle_timeout", "WYOMING_IDLE_TIMEOUT", 120.0, number(float, 1), "seconds a client may stay silent before it is disconnected"),
     _opt("max_event_bytes", "WYOMING_MAX_EVENT_BYTES", 1024 * 1024, number(int, 1024), "largest event header + data accepted from a client"),
@@ -228,7 +227,6 @@ class Settings:
     languages: list[str]
     zeroconf: str | None
     workers: int
-    accept_process: bool
     max_connections: int
     idle_timeout: float
     max_event_bytes: int

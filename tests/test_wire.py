@@ -14,7 +14,7 @@ from wyoming.info import Describe
 from wyoming.ping import Ping
 from wyoming.tts import Synthesize
 
-from wyoming_openai.framing import EventParser, Limits, ProtocolError, encode_event, first_event_type
+from wyoming_openai.wire import ClientReader, Limits, ProtocolError, encode_event, read_event
 
 LIMITS = Limits(max_event_bytes=4096, max_payload_bytes=8192)
 
@@ -26,16 +26,24 @@ def reader_with(data: bytes) -> asyncio.StreamReader:
     return reader
 
 
-def parse(wire: bytes, cuts: list[int] = ()) -> list[Event]:
-    """Every event in ``wire``, fed to one parser in pieces cut at ``cuts``; raises its error."""
-    parser = EventParser(LIMITS)
-    events = []
+async def parse(wire: bytes, cuts: list[int] = ()) -> list[Event]:
+    """Every event in ``wire``, arriving in pieces cut at ``cuts`` while it is read; raises its error."""
+    reader = ClientReader(LIMITS.max_event_bytes)
     bounds = [0, *sorted(c % (len(wire) + 1) for c in cuts), len(wire)]
-    for start, end in zip(bounds, bounds[1:]):
-        events += parser.feed(wire[start:end])
-    parser.end()
-    if parser.error is not None:
-        raise parser.error
+
+    async def arrive() -> None:
+        for start, end in zip(bounds, bounds[1:], strict=False):
+            reader.feed_data(wire[start:end])
+            await asyncio.sleep(0)  # the reader takes what has come so far
+        reader.feed_eof()
+
+    arriving = asyncio.ensure_future(arrive())
+    events = []
+    try:
+        while (event := await read_event(reader, LIMITS)) is not None:
+            events.append(event)
+    finally:
+        arriving.cancel()
     return events
 
 
@@ -52,81 +60,23 @@ events = st.builds(
 )
 
 
-audio_chunks = st.builds(
-    lambda rate, audio: Event(type="audio-chunk", data={"rate": rate, "width": 2, "channels": 1}, payload=audio),
-    st.sampled_from([16000, 22050]),
-    st.binary(min_size=1, max_size=3000),
-)
-
-
-def joined(events: list[Event]) -> list[tuple]:
-    """(type, data, payload) of each event, consecutive audio chunks of one format as one."""
-    flat: list[tuple] = []
-    for event in events:
-        payload = event.payload or None
-        if (
-            event.type == "audio-chunk"
-            and payload
-            and flat
-            and flat[-1][:2] == (event.type, event.data)
-            and flat[-1][2]
-        ):
-            flat[-1] = (event.type, event.data, flat[-1][2] + payload)
-        else:
-            flat.append((event.type, event.data, payload))
-    return flat
-
-
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(events | audio_chunks, max_size=8), st.lists(st.integers(min_value=0), max_size=12))
+@given(st.lists(events, max_size=8), st.lists(st.integers(min_value=0), max_size=12))
 async def test_what_we_write_the_library_reads_and_so_do_we_however_it_is_cut(sequence, cuts):
     wire = b"".join(encode_event(e) for e in sequence)
     theirs = reader_with(wire)
     for sent in sequence:
         received = await async_read_event(theirs)
         assert (received.type, received.data, received.payload or None) == (sent.type, sent.data, sent.payload)
-    # Ours may join chunks of a stream that arrive together: the same audio, in order, in fewer events.
-    assert joined(parse(wire, cuts)) == joined(sequence)
-
-
-def test_chunks_of_one_format_read_together_become_one_event():
-    def chunk(audio: bytes, rate: int = 16000) -> Event:
-        return Event(type="audio-chunk", data={"rate": rate, "width": 2, "channels": 1}, payload=audio)
-
-    audio = [bytes([n]) * 320 for n in range(40)]
-    wire = b"".join(encode_event(chunk(a)) for a in audio[:20])
-    wire += encode_event(chunk(audio[20], rate=8000)) + b"".join(encode_event(chunk(a)) for a in audio[21:30])
-    first, changed, rest = parse(wire)
-    assert (first.data, first.payload) == ({"rate": 16000, "width": 2, "channels": 1}, b"".join(audio[:20]))
-    assert (changed.data["rate"], changed.payload) == (8000, audio[20])
-    assert rest.payload == b"".join(audio[21:30])
-    # Never joined past the payload limit (8192 bytes here: 25 chunks of 320), nor across other events.
-    events = parse(b"".join(encode_event(chunk(a)) for a in audio))
-    assert [len(e.payload) for e in events] == [8000, 4800]
-    assert b"".join(e.payload for e in events) == b"".join(audio)
-    ping = encode_event(Event(type="ping", data={"text": "x"}))
-    assert [e.type for e in parse(encode_event(chunk(audio[0])) * 2 + ping + encode_event(chunk(audio[0])))] == [
-        "audio-chunk",
-        "ping",
-        "audio-chunk",
-    ]
-
-
-def test_repeated_headers_give_each_event_its_own_data():
-    chunk = Event(type="frame", data={"rate": 16000, "width": 2, "channels": 1}, payload=b"ab")
-    inline = b'{"type": "x", "data": {"n": 1}}\n'
-    first, second, third, fourth = parse(encode_event(chunk) * 2 + inline * 2)
-    first.data["rate"] = 8000
-    third.data["n"] = 2
-    assert second.data == {"rate": 16000, "width": 2, "channels": 1} and second.payload == b"ab"
-    assert fourth.data == {"n": 1}
+    ours = await parse(wire, cuts)
+    assert [(e.type, e.data, e.payload) for e in ours] == [(e.type, e.data, e.payload) for e in sequence]
 
 
 @settings(max_examples=300)
 @given(st.binary(max_size=600), st.lists(st.integers(min_value=0), max_size=5))
 async def test_garbage_never_escapes_as_anything_but_protocol_error(data, cuts):
     try:
-        parse(data, cuts)
+        await parse(data, cuts)
     except ProtocolError:
         pass
 
@@ -150,19 +100,19 @@ async def test_garbage_never_escapes_as_anything_but_protocol_error(data, cuts):
 )
 async def test_bad_framing_is_named(wire, message):
     with pytest.raises(ProtocolError, match=message):
-        parse(wire)
+        await parse(wire)
 
 
-def test_events_before_bad_framing_still_count():
-    parser = EventParser(LIMITS)
-    events = parser.feed(encode_event(Describe().event()) + b"not json\n" + encode_event(Describe().event()))
-    assert [e.type for e in events] == ["describe"] and "not valid JSON" in str(parser.error)
-    assert parser.feed(encode_event(Describe().event())) == []  # a broken stream stays broken
+async def test_events_before_bad_framing_still_count():
+    reader = reader_with(encode_event(Describe().event()) + b"not json\n" + encode_event(Describe().event()))
+    assert (await read_event(reader, LIMITS)).type == "describe"
+    with pytest.raises(ProtocolError, match="not valid JSON"):
+        await read_event(reader, LIMITS)
 
 
 async def test_blank_lines_between_events_are_fine():
     wire = b"\n\n" + encode_event(Describe().event()) + b"\n"
-    assert [e.type for e in parse(wire)] == ["describe"]
+    assert [e.type for e in await parse(wire)] == ["describe"]
 
 
 async def raw_exchange(port: int, data: bytes, wait: float = 5.0) -> bytes:
@@ -276,18 +226,9 @@ async def test_a_client_that_never_reads_is_pushed_back_not_buffered(start_proxy
             async with asyncio.timeout(2):
                 await writer.drain()
             sent += len(batch)
-    (connection,) = proxy.server._connections
-    assert connection.transport.get_write_buffer_size() < 2**20  # and holds little of what it owes
+    (handler,) = proxy.server.handlers
+    assert handler.writer.transport.get_write_buffer_size() < 2**20  # and holds little of what it owes
     async with Client(proxy_port(proxy)) as client:  # while others are served
         await client.send(Describe().event())
         assert (await client.read()).type == "info"
     writer.close()
-
-
-def test_first_event_type_reads_the_first_header_line_only():
-    wire = encode_event(Synthesize(text="hi").event()) + b"{not json, and never read"
-    assert first_event_type(wire) == "synthesize"
-    assert first_event_type(wire[:10]) is None  # the line is not complete yet
-    for bad in (b"[1, 2]\n", b'{"data": {}}\n', b"not json\n"):
-        with pytest.raises(ProtocolError):
-            first_event_type(bad)
