@@ -14,8 +14,8 @@ from wyoming.info import AsrModel, AsrProgram, Attribution, Info, TtsProgram, Tt
 
 from . import __version__
 from .backends import known_backend
-from .wire import encode_event
 from .settings import OPENAI_VOICES, Settings, redact_url
+from .wire import encode_event
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
-from wyoming.server import AsyncEventHandler
 from wyoming.event import Event
 from wyoming.info import Describe
 from wyoming.ping import Ping, Pong
+from wyoming.server import AsyncEventHandler
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
 
 from .audio import AudioDecodeError, PcmFormat
