@@ -7,7 +7,7 @@ The ``info`` answer is encoded once and again only when discovery changes the vo
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from wyoming.info import AsrModel, AsrProgram, Attribution, Info, TtsProgram, TtsVoice
@@ -35,7 +35,6 @@ class Catalog:
         self.voices: dict[str, Voice] = {}
         self.default_voice: Voice | None = None
         self.info_bytes = b""
-        self.on_change: list[Callable[[bytes], object]] = []  # told the new info_bytes
         # Until discovery answers, offer OpenAI's voices (what an unknown server falls back to as well):
         # Home Assistant cannot load a TTS entity whose program has no voice, and it keeps the
         # info it got when the server was added.
@@ -85,8 +84,6 @@ class Catalog:
         self.provisional = False
         self.default_voice = next(iter(offered.values()), None)
         self.info_bytes = encode_event(self.info().event())
-        for listener in self.on_change:
-            listener(self.info_bytes)
 
     def info(self) -> Info:
         settings = self.settings

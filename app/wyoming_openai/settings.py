@@ -266,7 +266,6 @@ class Settings:
     tts_response_format: str
     tts_pcm_sample_rate: int
     tts_sample_rate: int | None
-    config_file: str | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
 
@@ -283,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
 def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Parse, merge and validate. Raises SettingsError with one line naming the flag and env var."""
     environ = os.environ if environ is None else environ
-    values, config_path = resolve(OPTIONS, build_parser(), argv, environ, CONFIG_ENV)
+    values, _ = resolve(OPTIONS, build_parser(), argv, environ, CONFIG_ENV)
 
     fallback_key = _secret(environ.get(OPENAI_API_KEY_ENV))
     for name in ("stt_openai_key", "tts_openai_key"):
@@ -299,7 +298,7 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
             reverse=True,
         )
     )
-    return Settings(**values, config_file=config_path, secrets=secrets)
+    return Settings(**values, secrets=secrets)
 
 
 def _check_consistency(values: dict[str, Any]) -> None:

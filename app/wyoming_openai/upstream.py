@@ -13,6 +13,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -237,8 +238,6 @@ class Upstream:
         The pooled session adds the Authorization header; the socket holds one of the pool's
         connections until closed. A failure to open raises UpstreamError with a message safe to show.
         """
-        from http import HTTPStatus  # local: this method is appended, the imports above stay as they are
-
         url = self.base_url.replace("http", "ws", 1) + path
         try:
             async with self._deadline(self.timeout):
