@@ -14,13 +14,13 @@ from wyoming.info import Describe
 from wyoming.ping import Ping
 from wyoming.tts import Synthesize
 
-from wyoming_openai.wire import ClientReader, Limits, ProtocolError, encode_event, read_event
+from wyoming_openai.wire import ClientReader, Limits, ProtocolError, encode_event
 
 LIMITS = Limits(max_event_bytes=4096, max_payload_bytes=8192)
 
 
-def reader_with(data: bytes) -> asyncio.StreamReader:
-    reader = asyncio.StreamReader()
+def reader_with(data: bytes, reader: asyncio.StreamReader | None = None) -> asyncio.StreamReader:
+    reader = reader or asyncio.StreamReader()
     reader.feed_data(data)
     reader.feed_eof()
     return reader
@@ -28,7 +28,7 @@ def reader_with(data: bytes) -> asyncio.StreamReader:
 
 async def parse(wire: bytes, cuts: list[int] = ()) -> list[Event]:
     """Every event in ``wire``, arriving in pieces cut at ``cuts`` while it is read; raises its error."""
-    reader = ClientReader(LIMITS.max_event_bytes)
+    reader = ClientReader(LIMITS)
     bounds = [0, *sorted(c % (len(wire) + 1) for c in cuts), len(wire)]
 
     async def arrive() -> None:
@@ -40,7 +40,7 @@ async def parse(wire: bytes, cuts: list[int] = ()) -> list[Event]:
     arriving = asyncio.ensure_future(arrive())
     events = []
     try:
-        while (event := await read_event(reader, LIMITS)) is not None:
+        while (event := await reader.read_event()) is not None:
             events.append(event)
     finally:
         arriving.cancel()
@@ -60,8 +60,16 @@ events = st.builds(
 )
 
 
+# Repeated headers and data blocks, as Home Assistant's audio chunks: the reader parses them once.
+audio_chunks = st.builds(
+    lambda rate, audio: Event(type="audio-chunk", data={"rate": rate, "width": 2, "channels": 1}, payload=audio),
+    st.sampled_from([16000, 22050]),
+    st.binary(min_size=1, max_size=3000),
+)
+
+
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(events, max_size=8), st.lists(st.integers(min_value=0), max_size=12))
+@given(st.lists(events | audio_chunks, max_size=8), st.lists(st.integers(min_value=0), max_size=12))
 async def test_what_we_write_the_library_reads_and_so_do_we_however_it_is_cut(sequence, cuts):
     wire = b"".join(encode_event(e) for e in sequence)
     theirs = reader_with(wire)
@@ -70,6 +78,16 @@ async def test_what_we_write_the_library_reads_and_so_do_we_however_it_is_cut(se
         assert (received.type, received.data, received.payload or None) == (sent.type, sent.data, sent.payload)
     ours = await parse(wire, cuts)
     assert [(e.type, e.data, e.payload) for e in ours] == [(e.type, e.data, e.payload) for e in sequence]
+
+
+async def test_repeated_headers_give_each_event_its_own_data():
+    chunk = Event(type="frame", data={"rate": 16000, "width": 2, "channels": 1}, payload=b"ab")
+    inline = b'{"type": "x", "data": {"n": 1}}\n'
+    first, second, third, fourth = await parse(encode_event(chunk) * 2 + inline * 2)
+    first.data["rate"] = 8000
+    third.data["n"] = 2
+    assert second.data == {"rate": 16000, "width": 2, "channels": 1} and second.payload == b"ab"
+    assert fourth.data == {"n": 1}
 
 
 @settings(max_examples=300)
@@ -104,10 +122,11 @@ async def test_bad_framing_is_named(wire, message):
 
 
 async def test_events_before_bad_framing_still_count():
-    reader = reader_with(encode_event(Describe().event()) + b"not json\n" + encode_event(Describe().event()))
-    assert (await read_event(reader, LIMITS)).type == "describe"
+    wire = encode_event(Describe().event()) + b"not json\n" + encode_event(Describe().event())
+    reader = reader_with(wire, ClientReader(LIMITS))
+    assert (await reader.read_event()).type == "describe"
     with pytest.raises(ProtocolError, match="not valid JSON"):
-        await read_event(reader, LIMITS)
+        await reader.read_event()
 
 
 async def test_blank_lines_between_events_are_fine():

@@ -30,7 +30,7 @@ from .streaming import SentenceSplitter, SpeechStream
 from .stt import Transcriber, Utterance, UtteranceTooLong
 from .tts import Synthesizer
 from .upstream import UpstreamError
-from .wire import ClientReader, Limits, ProtocolError, encode_event, read_event
+from .wire import ClientReader, ProtocolError, encode_event
 
 if TYPE_CHECKING:
     from .realtime import RealtimeTranscription
@@ -58,10 +58,9 @@ class Services:
 class Handler(AsyncEventHandler):
     """One client's conversation. ``run()`` reads its events within the limits and answers them."""
 
-    def __init__(self, services: Services, limits: Limits, reader: ClientReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, services: Services, reader: ClientReader, writer: asyncio.StreamWriter) -> None:
         super().__init__(reader, writer)
         self.services = services
-        self.limits = limits
         self.client_left = reader.left
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "client"
@@ -92,7 +91,7 @@ class Handler(AsyncEventHandler):
         try:
             while True:
                 self.idle_since = loop.time()
-                event = await read_event(self.reader, self.limits)
+                event = await self.reader.read_event()
                 self.idle_since = None
                 if event is None:
                     break
@@ -126,7 +125,7 @@ class Handler(AsyncEventHandler):
         not a dead one, and Home Assistant asks before anything else."""
         with contextlib.suppress(Exception):
             async with asyncio.timeout(REFUSAL_DESCRIBE_WAIT):
-                event = await read_event(self.reader, self.limits)
+                event = await self.reader.read_event()
                 if event is not None and event.type == "describe":
                     await self._send(self.services.catalog.info_bytes)
         await self._say_error(text, "Busy")

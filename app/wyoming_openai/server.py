@@ -58,17 +58,17 @@ class WyomingServer:
             await self._announce(settings.zeroconf, self.port)
 
     def _new_protocol(self) -> asyncio.StreamReaderProtocol:
-        return asyncio.StreamReaderProtocol(ClientReader(self.limits.max_event_bytes), self._serve)
+        return asyncio.StreamReaderProtocol(ClientReader(self.limits), self._serve)
 
     async def serve_stdio(self) -> None:
         loop = asyncio.get_running_loop()
-        reader = ClientReader(self.limits.max_event_bytes)
+        reader = ClientReader(self.limits)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, sys.stdout)
         await self._serve(reader, asyncio.StreamWriter(transport, protocol, reader, loop))
 
     async def _serve(self, reader: ClientReader, writer: asyncio.StreamWriter) -> None:
-        handler = Handler(self.services, self.limits, reader, writer)
+        handler = Handler(self.services, reader, writer)
         if len(self.handlers) >= self.services.settings.max_connections and not self._evict_idle():
             _LOGGER.warning("Refusing %s: %d clients already connected and busy", handler.peer, len(self.handlers))
             await handler.refuse("server busy: too many connections")

@@ -21,12 +21,37 @@ class ProtocolError(Exception):
     """The client broke the framing; the connection cannot continue."""
 
 
-class ClientReader(asyncio.StreamReader):
-    """A stream reader that knows when the client has gone (``left``), even while nobody reads."""
+@dataclass(frozen=True)
+class Limits:
+    max_event_bytes: int  # the header line, and separately the data block
+    max_payload_bytes: int
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(limit=limit)
+
+@dataclass(frozen=True)
+class _Header:
+    type: str
+    data: dict[str, Any]  # data given inside the header line (older clients)
+    data_length: int
+    payload_length: int
+
+
+class ClientReader(asyncio.StreamReader):
+    """One client's stream: events read within the limits, and ``left`` done once the client has gone
+    (even while nobody reads).
+
+    It remembers the last header line and data block it parsed: Home Assistant sends 100 audio chunks
+    a second whose header and data repeat byte for byte, and parsing their JSON again would be most
+    of the cost of speech-to-text.
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        super().__init__(limit=limits.max_event_bytes)  # bounds readline(): the header line
+        self.limits = limits
         self.left: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._last_line = b""
+        self._last_header: _Header | None = None
+        self._last_data_bytes = b""
+        self._last_data: dict[str, Any] = {}
 
     def feed_eof(self) -> None:
         super().feed_eof()
@@ -38,45 +63,57 @@ class ClientReader(asyncio.StreamReader):
         if not self.left.done():
             self.left.set_result(None)
 
+    async def read_event(self) -> Event | None:
+        """The next event, or None when the client has ended its stream between events."""
+        try:
+            line = b"\n"
+            while not line.strip():  # blank lines between events are tolerated
+                line = await self.readline()
+                if not line:
+                    return None
+            header = self._last_header if line == self._last_line else self._parse_header(line)
+            data = dict(header.data)
+            if header.data_length:
+                raw = await self.readexactly(header.data_length)
+                data.update(self._last_data if raw == self._last_data_bytes else self._parse_data(raw))
+            payload = await self.readexactly(header.payload_length) if header.payload_length else None
+        except ValueError:  # the stream reader's limit: a line longer than it
+            raise ProtocolError(f"event header longer than {self.limits.max_event_bytes} bytes") from None
+        except asyncio.IncompleteReadError:
+            raise ProtocolError("connection closed in the middle of an event") from None
+        return Event(header.type, data, payload)
 
-@dataclass(frozen=True)
-class Limits:
-    max_event_bytes: int  # the header line, and separately the data block
-    max_payload_bytes: int
-
-
-async def read_event(reader: asyncio.StreamReader, limits: Limits) -> Event | None:
-    """The next event, or None when the client has ended its stream between events.
-
-    ``reader`` must have been made with ``limit=limits.max_event_bytes``: that bounds the header line.
-    """
-    try:
-        line = b"\n"
-        while not line.strip():  # blank lines between events are tolerated
-            line = await reader.readline()
-            if not line:
-                return None
+    def _parse_header(self, line: bytes) -> _Header:
         if not line.endswith(b"\n"):
             raise ProtocolError("connection closed in the middle of an event header")
-        header = _json_object(line, "event header")
-        event_type = header.get("type")
+        fields = _json_object(line, "event header")
+        event_type = fields.get("type")
         if not isinstance(event_type, str) or not event_type:
             raise ProtocolError("event header has no type")
-        data = header.get("data", {})
+        data = fields.get("data", {})
         if data is None:
             data = {}
         elif not isinstance(data, dict):
             raise ProtocolError("event data is not a JSON object")
-        data_length = _length(header, "data_length", limits.max_event_bytes)
-        payload_length = _length(header, "payload_length", limits.max_payload_bytes)
-        if data_length:
-            data.update(_json_object(await reader.readexactly(data_length), "event data"))
-        payload = await reader.readexactly(payload_length) if payload_length else None
-    except ValueError:  # the stream reader's limit: a line longer than it
-        raise ProtocolError(f"event header longer than {limits.max_event_bytes} bytes") from None
-    except asyncio.IncompleteReadError:
-        raise ProtocolError("connection closed in the middle of an event") from None
-    return Event(event_type, data, payload)
+        header = _Header(
+            event_type,
+            data,
+            _length(fields, "data_length", self.limits.max_event_bytes),
+            _length(fields, "payload_length", self.limits.max_payload_bytes),
+        )
+        if _flat(data):  # each event gets a shallow copy: safe to share only without nested values
+            self._last_line, self._last_header = line, header
+        return header
+
+    def _parse_data(self, raw: bytes) -> dict[str, Any]:
+        data = _json_object(raw, "event data")
+        if _flat(data):
+            self._last_data_bytes, self._last_data = raw, data
+        return data
+
+
+def _flat(data: dict[str, Any]) -> bool:
+    return not any(isinstance(value, (dict, list)) for value in data.values())
 
 
 def _length(header: dict[str, Any], key: str, limit: int) -> int:
