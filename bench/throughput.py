@@ -29,6 +29,7 @@ import os
 import resource
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -143,7 +144,7 @@ async def describe_probe(prober: asyncio.subprocess.Process, done: asyncio.Event
     return [float(line) for line in output.split()]
 
 
-async def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -161,7 +162,101 @@ async def main() -> None:
     )  # fmt: skip
     args = parser.parse_args()
     check_comparisons(parser, args)
+    return args
 
+
+@dataclass
+class Measurement:
+    """The load generator's side of a run: the upstream, the session to it, and what is measured."""
+
+    args: argparse.Namespace
+    upstream: asyncio.subprocess.Process
+    url: str
+    session: aiohttp.ClientSession
+
+    async def direct_tts(self) -> None:
+        body = {"model": "gpt-4o-mini-tts", "input": TEXT, "voice": "alloy", "response_format": "wav"}
+        async with self.session.post(f"{self.url}/audio/speech", json=body) as response:
+            await response.read()
+
+    async def direct_stt(self) -> None:
+        form = aiohttp.FormData()
+        form.add_field("file", STT_WAV, filename="audio.wav", content_type="audio/wav")
+        form.add_field("model", "gpt-4o-mini-transcribe")
+        form.add_field("response_format", "json")
+        async with self.session.post(f"{self.url}/audio/transcriptions", data=form) as response:
+            await response.json()
+
+    async def upstream_connections(self) -> int:
+        async with self.session.get(self.url.removesuffix("/v1") + "/_stats") as response:
+            return (await response.json())["connections"]
+
+    async def direct_path(self, name: str, request) -> tuple:
+        """The upstream called straight, after a warm-up: the row the proxies are compared with."""
+        await loop_for(3, self.args.clients, request)  # warm-up: pools filled, as in the steady state measured
+        up0, me0 = process_stats(self.upstream.pid)[0], own_cpu()
+        latencies = await loop_for(self.args.seconds, self.args.clients, request)
+        up1, me1 = process_stats(self.upstream.pid)[0], own_cpu()
+        print(f"{name} direct: CPU ms/req upstream {(up1 - up0) / len(latencies) * 1000:.2f}, "
+              f"load generator {(me1 - me0) / len(latencies) * 1000:.2f}")  # fmt: skip
+        return (name, "direct", latencies, None)
+
+    async def proxy_path(
+        self, name: str, label: str, proxy: asyncio.subprocess.Process, request, prober: asyncio.subprocess.Process
+    ) -> tuple:
+        """One proxy under load, after a warm-up, with `describe` probed and its memory sampled meanwhile."""
+        connections_before = await self.upstream_connections()  # counted from before the warm-up
+        await loop_for(3, self.args.clients, request)
+        cpu0, _ = process_stats(proxy.pid)
+        up0, me0 = process_stats(self.upstream.pid)[0], own_cpu()
+        probing_done = asyncio.Event()
+        probing = asyncio.create_task(describe_probe(prober, probing_done))
+        rss_samples: list[int] = []
+
+        async def sample_rss() -> None:
+            while True:
+                rss_samples.append(process_stats(proxy.pid)[1])
+                await asyncio.sleep(max(1.0, self.args.seconds / 12))
+
+        sampler = asyncio.create_task(sample_rss())
+        latencies = await loop_for(self.args.seconds, self.args.clients, request)
+        sampler.cancel()
+        opened = await self.upstream_connections() - connections_before  # (this query may add one)
+        probing_done.set()
+        describe_times = await probing
+        cpu1, rss = process_stats(proxy.pid)
+        up1, me1 = process_stats(self.upstream.pid)[0], own_cpu()
+        print(f"{name} {label}: CPU ms/req upstream {(up1 - up0) / len(latencies) * 1000:.2f}, "
+              f"load generator {(me1 - me0) / len(latencies) * 1000:.2f}; "
+              f"{opened} upstream connections opened; RSS over the run (MB): "
+              + " ".join(f"{r / 2**20:.0f}" for r in rss_samples))  # fmt: skip
+        return (name, label, latencies, ((cpu1 - cpu0) / max(1, len(latencies)), rss, opened, describe_times))
+
+
+def print_table(args: argparse.Namespace, rows: list[tuple]) -> None:
+    print(f"{args.clients} clients, {args.seconds:g} s each, upstream latency {args.latency_ms:g} ms ±{args.jitter:.0%}, workers {args.workers}, "
+          f"load generator and upstream at {'the same' if args.equal_priority else 'lower (nice 10)'} CPU priority")  # fmt: skip
+    print(f"{'':<14}{'req/s':>8}{'ratio':>7}{'p50 ms':>8}{'p99 ms':>8}{'CPU ms/req':>11}{'RSS MB':>8}"
+          f"{'conns':>7}{'describe p50':>13}{'p99 ms':>8}")  # fmt: skip
+    direct_rate = 0.0
+    for name, label, latencies, proxy_stats in rows:
+        rate = len(latencies) / args.seconds
+        line = f"{name + ' ' + label:<14}{rate:>8.1f}"
+        if proxy_stats is None:
+            direct_rate = rate
+            line += f"{'':>7}"
+        else:
+            line += f"{rate / direct_rate:>7.2f}"
+        line += f"{percentile(latencies, 50) * 1000:>8.1f}{percentile(latencies, 99) * 1000:>8.1f}"
+        if proxy_stats is not None:
+            cpu, rss, opened, describe_times = proxy_stats
+            line += (f"{cpu * 1000:>11.2f}{rss / 2**20:>8.1f}{opened:>7}"
+                     f"{percentile(describe_times, 50) * 1000:>13.2f}{percentile(describe_times, 99) * 1000:>8.2f}")  # fmt: skip
+        print(line)
+
+
+async def main() -> None:
+    args = parse_args()
     upstream, url = await start_upstream(
         "--delay-ms", str(args.latency_ms), "--chunk-bytes", "16384", "--jitter", str(args.jitter)
     )  # fmt: skip
@@ -183,89 +278,23 @@ async def main() -> None:
 
     connector = aiohttp.TCPConnector(limit=args.clients)
     session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {KEY}"}, connector=connector)
-
-    async def direct_tts() -> None:
-        body = {"model": "gpt-4o-mini-tts", "input": TEXT, "voice": "alloy", "response_format": "wav"}
-        async with session.post(f"{url}/audio/speech", json=body) as response:
-            await response.read()
-
-    async def direct_stt() -> None:
-        form = aiohttp.FormData()
-        form.add_field("file", STT_WAV, filename="audio.wav", content_type="audio/wav")
-        form.add_field("model", "gpt-4o-mini-transcribe")
-        form.add_field("response_format", "json")
-        async with session.post(f"{url}/audio/transcriptions", data=form) as response:
-            await response.json()
-
-    async def upstream_connections() -> int:
-        async with session.get(url.removesuffix("/v1") + "/_stats") as response:
-            return (await response.json())["connections"]
-
+    measure = Measurement(args, upstream, url, session)
     rows = []
     try:
-        for name, direct, proxied in (("TTS", direct_tts, proxy_tts), ("STT", direct_stt, proxy_stt)):
-            if args.only and name != args.only:
+        for name, direct_request, proxy_request in (
+            ("TTS", measure.direct_tts, proxy_tts),
+            ("STT", measure.direct_stt, proxy_stt),
+        ):
+            if name not in directions:
                 continue
-            await loop_for(3, args.clients, direct)  # warm-up: pools filled, as in the steady state measured
-            up0, me0 = process_stats(upstream.pid)[0], own_cpu()
-            direct_lat = await loop_for(args.seconds, args.clients, direct)
-            up1, me1 = process_stats(upstream.pid)[0], own_cpu()
-            print(f"{name} direct: CPU ms/req upstream {(up1 - up0) / len(direct_lat) * 1000:.2f}, "
-                  f"load generator {(me1 - me0) / len(direct_lat) * 1000:.2f}")  # fmt: skip
-            rows.append((name, "direct", direct_lat, None))
+            rows.append(await measure.direct_path(name, direct_request))
             for label, proxy, port in proxies:
-                connections_before = await upstream_connections()  # counted from before the warm-up
-                request = functools.partial(proxied, port)
-                await loop_for(3, args.clients, request)
-                cpu0, _ = process_stats(proxy.pid)
-                up0, me0 = process_stats(upstream.pid)[0], own_cpu()
-                probing_done = asyncio.Event()
-                prober = asyncio.create_task(describe_probe(probers[name, port], probing_done))
-                rss_samples: list[int] = []
-
-                async def sample_rss() -> None:
-                    while True:
-                        rss_samples.append(process_stats(proxy.pid)[1])  # noqa: B023 - awaited in this iteration
-                        await asyncio.sleep(max(1.0, args.seconds / 12))
-
-                sampler = asyncio.create_task(sample_rss())
-                proxy_lat = await loop_for(args.seconds, args.clients, request)
-                sampler.cancel()
-                opened = await upstream_connections() - connections_before  # (this query may add one)
-                probing_done.set()
-                describe_times = await prober
-                cpu1, rss = process_stats(proxy.pid)
-                up1, me1 = process_stats(upstream.pid)[0], own_cpu()
-                print(f"{name} {label}: CPU ms/req upstream {(up1 - up0) / len(proxy_lat) * 1000:.2f}, "
-                      f"load generator {(me1 - me0) / len(proxy_lat) * 1000:.2f}; "
-                      f"{opened} upstream connections opened; RSS over the run (MB): "
-                      + " ".join(f"{r / 2**20:.0f}" for r in rss_samples))  # fmt: skip
-                rows.append(
-                    (name, label, proxy_lat, ((cpu1 - cpu0) / max(1, len(proxy_lat)), rss, opened, describe_times))
-                )
+                request = functools.partial(proxy_request, port)
+                rows.append(await measure.proxy_path(name, label, proxy, request, probers[name, port]))
     finally:
         await session.close()
         await stop(*(proxy for _, proxy, _ in proxies), upstream)
-
-    print(f"{args.clients} clients, {args.seconds:g} s each, upstream latency {args.latency_ms:g} ms ±{args.jitter:.0%}, workers {args.workers}, "
-          f"load generator and upstream at {'the same' if args.equal_priority else 'lower (nice 10)'} CPU priority")  # fmt: skip
-    print(f"{'':<14}{'req/s':>8}{'ratio':>7}{'p50 ms':>8}{'p99 ms':>8}{'CPU ms/req':>11}{'RSS MB':>8}"
-          f"{'conns':>7}{'describe p50':>13}{'p99 ms':>8}")  # fmt: skip
-    direct_rate = 0.0
-    for name, label, latencies, proxy_stats in rows:
-        rate = len(latencies) / args.seconds
-        line = f"{name + ' ' + label:<14}{rate:>8.1f}"
-        if proxy_stats is None:
-            direct_rate = rate
-            line += f"{'':>7}"
-        else:
-            line += f"{rate / direct_rate:>7.2f}"
-        line += f"{percentile(latencies, 50) * 1000:>8.1f}{percentile(latencies, 99) * 1000:>8.1f}"
-        if proxy_stats is not None:
-            cpu, rss, opened, describe_times = proxy_stats
-            line += (f"{cpu * 1000:>11.2f}{rss / 2**20:>8.1f}{opened:>7}"
-                     f"{percentile(describe_times, 50) * 1000:>13.2f}{percentile(describe_times, 99) * 1000:>8.2f}")  # fmt: skip
-        print(line)
+    print_table(args, rows)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 from audio_samples import tone
 
 RATE = 24000
@@ -109,54 +109,68 @@ class RealtimeServer:
             return _error_response(401, "Incorrect API key provided")
         if fault and fault.status:
             return _error_response(fault.status, fault.error_message)
-        query = dict(request.query)
-        conn = Connection(query=query, headers=dict(request.headers))
+        conn = Connection(query=dict(request.query), headers=dict(request.headers))
         self.connections.append(conn)
-        if "OpenAI-Beta" in request.headers:
-            self._violation("OpenAI-Beta header sent: it selects the beta protocol, not the GA one")
-        if query.get("intent") == "transcription":
-            mode = "transcription"
-            if "model" in query:
-                self._violation("a transcription session names its model in the session, not the URL")
-        elif query.get("model"):
-            mode = "realtime"
-        else:
-            self._violation(f"neither intent=transcription nor a model in the query: {query}")
+        mode = self._session_mode(request, conn.query)
+        if mode is None:
             return _error_response(400, "missing model")
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self._sockets.add(ws)
         try:
             await self._send(ws, "session.created", session={"type": mode, "id": self._id("sess")})
-            async for message in ws:
-                if message.type != WSMsgType.TEXT:
-                    self._violation(f"non-text frame {message.type}")
-                    continue
-                try:
-                    event = json.loads(message.data)
-                except ValueError:
-                    self._violation("malformed JSON event")
-                    continue
-                conn.events.append(event)
-                kind = event.get("type")
-                if kind not in CLIENT_EVENTS:
-                    self._violation(f"unknown client event {kind!r}")
-                    continue
-                if fault and fault.close_on == kind:
-                    await ws.close()
-                    break
-                if fault and fault.error_on == kind:
-                    await self._send(
-                        ws,
-                        "error",
-                        error={"type": "invalid_request_error", "code": "simulated", "message": fault.error_message},
-                    )
-                    continue
-                silent = bool(fault and fault.silent_on == kind)
-                await self._on_event(ws, conn, mode, event, silent)
+            await self._serve(ws, conn, mode, fault)
         finally:
             self._sockets.discard(ws)
         return ws
+
+    def _session_mode(self, request: web.Request, query: dict[str, str]) -> str | None:
+        """The session type the URL asks for ("transcription" or "realtime"); None when neither."""
+        if "OpenAI-Beta" in request.headers:
+            self._violation("OpenAI-Beta header sent: it selects the beta protocol, not the GA one")
+        if query.get("intent") == "transcription":
+            if "model" in query:
+                self._violation("a transcription session names its model in the session, not the URL")
+            return "transcription"
+        if query.get("model"):
+            return "realtime"
+        self._violation(f"neither intent=transcription nor a model in the query: {query}")
+        return None
+
+    async def _serve(self, ws: web.WebSocketResponse, conn: Connection, mode: str, fault: RealtimeFault | None) -> None:
+        """The client's events until it hangs up, each answered, or met with the fault."""
+        async for message in ws:
+            event = self._client_event(message)
+            if event is None:
+                continue
+            conn.events.append(event)
+            kind = event.get("type")
+            if kind not in CLIENT_EVENTS:
+                self._violation(f"unknown client event {kind!r}")
+                continue
+            if fault and fault.close_on == kind:
+                await ws.close()
+                break
+            if fault and fault.error_on == kind:
+                await self._send(
+                    ws,
+                    "error",
+                    error={"type": "invalid_request_error", "code": "simulated", "message": fault.error_message},
+                )
+                continue
+            silent = bool(fault and fault.silent_on == kind)
+            await self._on_event(ws, conn, mode, event, silent)
+
+    def _client_event(self, message: WSMessage) -> dict[str, Any] | None:
+        """The JSON event in a text frame; None (a violation) for anything else."""
+        if message.type != WSMsgType.TEXT:
+            self._violation(f"non-text frame {message.type}")
+            return None
+        try:
+            return json.loads(message.data)
+        except ValueError:
+            self._violation("malformed JSON event")
+            return None
 
     async def _send(self, ws: web.WebSocketResponse, kind: str, **fields: Any) -> None:
         await ws.send_str(json.dumps({"type": kind, "event_id": self._id("event"), **fields}))
@@ -164,81 +178,96 @@ class RealtimeServer:
     async def _on_event(
         self, ws: web.WebSocketResponse, conn: Connection, mode: str, event: dict[str, Any], silent: bool
     ) -> None:
+        """A silent event is taken in but not answered."""
         kind = event["type"]
         if kind == "session.update":
-            session = event.get("session")
-            if not isinstance(session, dict):
-                self._violation("session.update without a session object")
-                return
-            (self._check_transcription_session if mode == "transcription" else self._check_speech_session)(session)
-            conn.session = session
-            if not silent:
-                updated = (
-                    "transcription_session.updated"
-                    if self.beta_names and mode == "transcription"
-                    else "session.updated"
-                )
-                await self._send(ws, updated, session=session)
+            await self._on_session_update(ws, conn, mode, event, silent)
         elif kind == "input_audio_buffer.append":
-            if mode != "transcription":
-                self._violation("audio appended to a speech session")
-            if "session.update" not in conn.event_types:
-                self._violation("audio appended before session.update")
-            audio = event.get("audio")
-            try:
-                pcm = base64.b64decode(audio, validate=True) if isinstance(audio, str) else None
-            except (binascii.Error, ValueError):
-                pcm = None
-            if not pcm:
-                self._violation("input_audio_buffer.append without base64 audio")
-                return
-            if len(pcm) % 2:
-                self._violation("appended audio is not whole 16-bit samples")
-            conn.audio += pcm
+            self._on_append(conn, mode, event)
         elif kind == "input_audio_buffer.commit":
-            conn.committed = bytes(conn.audio)
-            if len(conn.audio) < MIN_COMMIT_BYTES:
-                await self._send(
-                    ws, "error",
-                    error={"type": "invalid_request_error", "code": "input_audio_buffer_commit_empty", "message": "buffer too small"},
-                )  # fmt: skip
-                return
-            if silent:
-                return
-            item = self._id("item")
-            await self._send(ws, "input_audio_buffer.committed", item_id=item, previous_item_id=None)
-            if self.fault and self.fault.transcription_failed:
-                await self._send(
-                    ws, TRANSCRIPT_FAILED_EVENT, item_id=item, content_index=0,
-                    error={"type": "transcription_error", "code": "audio_unintelligible", "message": self.fault.error_message},
-                )  # fmt: skip
-                return
-            words = self.transcript.split(" ")
-            for i, word in enumerate(words):
-                await self._send(
-                    ws, "conversation.item.input_audio_transcription.delta",
-                    item_id=item, content_index=0, delta=word if i == 0 else " " + word,
-                )  # fmt: skip
-            await self._send(
-                ws, "conversation.item.input_audio_transcription.completed",
-                item_id=item, content_index=0, transcript=self.transcript,
-                usage={"type": "duration", "seconds": len(conn.committed) / (2 * RATE)},
-            )  # fmt: skip
+            await self._on_commit(ws, conn, silent)
         elif kind == "conversation.item.create":
-            item = event.get("item")
-            content = item.get("content") if isinstance(item, dict) else None
-            texts = [c.get("text") for c in content or [] if isinstance(c, dict) and c.get("type") == "input_text"]
-            if not (isinstance(item, dict) and item.get("type") == "message" and item.get("role") == "user" and texts):
-                self._violation(f"conversation.item.create is not a user message with input_text: {item}")
-                return
-            conn.spoken_text = "".join(t for t in texts if isinstance(t, str))
+            self._on_item_create(conn, event)
         elif kind == "response.create":
-            if mode != "realtime":
-                self._violation("response.create in a transcription session")
-            if conn.spoken_text is None:
-                self._violation("response.create before any text was given")
-            if silent:
-                return
+            await self._on_response_create(ws, conn, mode, silent)
+
+    async def _on_session_update(
+        self, ws: web.WebSocketResponse, conn: Connection, mode: str, event: dict[str, Any], silent: bool
+    ) -> None:
+        session = event.get("session")
+        if not isinstance(session, dict):
+            self._violation("session.update without a session object")
+            return
+        (self._check_transcription_session if mode == "transcription" else self._check_speech_session)(session)
+        conn.session = session
+        if not silent:
+            updated = (
+                "transcription_session.updated" if self.beta_names and mode == "transcription" else "session.updated"
+            )
+            await self._send(ws, updated, session=session)
+
+    def _on_append(self, conn: Connection, mode: str, event: dict[str, Any]) -> None:
+        if mode != "transcription":
+            self._violation("audio appended to a speech session")
+        if "session.update" not in conn.event_types:
+            self._violation("audio appended before session.update")
+        audio = event.get("audio")
+        try:
+            pcm = base64.b64decode(audio, validate=True) if isinstance(audio, str) else None
+        except (binascii.Error, ValueError):
+            pcm = None
+        if not pcm:
+            self._violation("input_audio_buffer.append without base64 audio")
+            return
+        if len(pcm) % 2:
+            self._violation("appended audio is not whole 16-bit samples")
+        conn.audio += pcm
+
+    async def _on_commit(self, ws: web.WebSocketResponse, conn: Connection, silent: bool) -> None:
+        conn.committed = bytes(conn.audio)
+        if len(conn.audio) < MIN_COMMIT_BYTES:
+            await self._send(
+                ws, "error",
+                error={"type": "invalid_request_error", "code": "input_audio_buffer_commit_empty", "message": "buffer too small"},
+            )  # fmt: skip
+            return
+        if silent:
+            return
+        item = self._id("item")
+        await self._send(ws, "input_audio_buffer.committed", item_id=item, previous_item_id=None)
+        if self.fault and self.fault.transcription_failed:
+            await self._send(
+                ws, TRANSCRIPT_FAILED_EVENT, item_id=item, content_index=0,
+                error={"type": "transcription_error", "code": "audio_unintelligible", "message": self.fault.error_message},
+            )  # fmt: skip
+            return
+        words = self.transcript.split(" ")
+        for i, word in enumerate(words):
+            await self._send(
+                ws, "conversation.item.input_audio_transcription.delta",
+                item_id=item, content_index=0, delta=word if i == 0 else " " + word,
+            )  # fmt: skip
+        await self._send(
+            ws, "conversation.item.input_audio_transcription.completed",
+            item_id=item, content_index=0, transcript=self.transcript,
+            usage={"type": "duration", "seconds": len(conn.committed) / (2 * RATE)},
+        )  # fmt: skip
+
+    def _on_item_create(self, conn: Connection, event: dict[str, Any]) -> None:
+        item = event.get("item")
+        content = item.get("content") if isinstance(item, dict) else None
+        texts = [c.get("text") for c in content or [] if isinstance(c, dict) and c.get("type") == "input_text"]
+        if not (isinstance(item, dict) and item.get("type") == "message" and item.get("role") == "user" and texts):
+            self._violation(f"conversation.item.create is not a user message with input_text: {item}")
+            return
+        conn.spoken_text = "".join(t for t in texts if isinstance(t, str))
+
+    async def _on_response_create(self, ws: web.WebSocketResponse, conn: Connection, mode: str, silent: bool) -> None:
+        if mode != "realtime":
+            self._violation("response.create in a transcription session")
+        if conn.spoken_text is None:
+            self._violation("response.create before any text was given")
+        if not silent:
             await self._speak(ws, conn.spoken_text or "")
 
     async def _speak(self, ws: web.WebSocketResponse, text: str) -> None:

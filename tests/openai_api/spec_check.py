@@ -53,20 +53,36 @@ _TYPES = {
 def problems(value: Any, node: dict[str, Any], where: str = "$") -> list[str]:
     """Every way ``value`` breaks ``node`` (empty when it conforms)."""
     node = _resolve(node)
-    found: list[str] = []
-    if "anyOf" in node:
-        if all(problems(value, option, where) for option in node["anyOf"]):
-            found.append(f"{where}: matches none of anyOf")
+    found = _unmatched_alternatives(value, node, where)
+    kind = node.get("type")
+    if kind is not None and not _is_type(value, kind):
+        return [*found, f"{where}: {type(value).__name__} is not {kind}"]
+    found += _value_problems(value, node, where)
+    if isinstance(value, dict):
+        found += _object_problems(value, node, where)
+    if isinstance(value, list):
+        found += _array_problems(value, node, where)
+    return found
+
+
+def _unmatched_alternatives(value: Any, node: dict[str, Any], where: str) -> list[str]:
     # The subset's oneOf cannot be exclusive: its plain JSON transcription (only "text" required, extra
     # properties allowed) also matches every verbose answer. So: at least one variant must match.
-    if "oneOf" in node:
-        if all(problems(value, option, where) for option in node["oneOf"]):
-            found.append(f"{where}: matches none of oneOf")
-    kind = node.get("type")
-    if kind is not None:
-        kinds = kind if isinstance(kind, list) else [kind]
-        if not any(_TYPES[k](value) for k in kinds):
-            return [*found, f"{where}: {type(value).__name__} is not {kind}"]
+    return [
+        f"{where}: matches none of {keyword}"
+        for keyword in ("anyOf", "oneOf")
+        if keyword in node and all(problems(value, option, where) for option in node[keyword])
+    ]
+
+
+def _is_type(value: Any, kind: str | list[str]) -> bool:
+    kinds = kind if isinstance(kind, list) else [kind]
+    return any(_TYPES[k](value) for k in kinds)
+
+
+def _value_problems(value: Any, node: dict[str, Any], where: str) -> list[str]:
+    """enum, maxLength, minimum and maximum."""
+    found: list[str] = []
     if "enum" in node and value not in node["enum"]:
         found.append(f"{where}: {value!r} not in {node['enum']}")
     if isinstance(value, str) and "maxLength" in node and len(value) > node["maxLength"]:
@@ -76,24 +92,31 @@ def problems(value: Any, node: dict[str, Any], where: str = "$") -> list[str]:
             found.append(f"{where}: {value} < {node['minimum']}")
         if "maximum" in node and value > node["maximum"]:
             found.append(f"{where}: {value} > {node['maximum']}")
-    if isinstance(value, dict):
-        properties = node.get("properties", {})
-        for name in node.get("required", []):
-            if name not in value:
-                found.append(f"{where}: missing required {name!r}")
-        for name, item in value.items():
-            if name in properties:
-                found += problems(item, properties[name], f"{where}.{name}")
-            elif node.get("additionalProperties") is False:
-                found.append(f"{where}: unexpected property {name!r}")
-    if isinstance(value, list):
-        if "minItems" in node and len(value) < node["minItems"]:
-            found.append(f"{where}: fewer than {node['minItems']} items")
-        if "maxItems" in node and len(value) > node["maxItems"]:
-            found.append(f"{where}: more than {node['maxItems']} items")
-        if "items" in node:
-            for index, item in enumerate(value):
-                found += problems(item, node["items"], f"{where}[{index}]")
+    return found
+
+
+def _object_problems(value: dict[str, Any], node: dict[str, Any], where: str) -> list[str]:
+    """required, then each property against its schema, or additionalProperties: false."""
+    properties = node.get("properties", {})
+    found = [f"{where}: missing required {name!r}" for name in node.get("required", []) if name not in value]
+    for name, item in value.items():
+        if name in properties:
+            found += problems(item, properties[name], f"{where}.{name}")
+        elif node.get("additionalProperties") is False:
+            found.append(f"{where}: unexpected property {name!r}")
+    return found
+
+
+def _array_problems(value: list[Any], node: dict[str, Any], where: str) -> list[str]:
+    """minItems, maxItems, then each item against ``items``."""
+    found: list[str] = []
+    if "minItems" in node and len(value) < node["minItems"]:
+        found.append(f"{where}: fewer than {node['minItems']} items")
+    if "maxItems" in node and len(value) > node["maxItems"]:
+        found.append(f"{where}: more than {node['maxItems']} items")
+    if "items" in node:
+        for index, item in enumerate(value):
+            found += problems(item, node["items"], f"{where}[{index}]")
     return found
 
 

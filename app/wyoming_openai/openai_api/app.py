@@ -14,13 +14,14 @@ import contextlib
 import json
 import logging
 import math
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from wyoming.asr import Transcript, TranscriptChunk
 
-from ..audio import AudioDecodeError, AudioTooLongError, decode_file
+from ..audio import AudioDecodeError, AudioTooLongError, PcmFormat, decode_file
 from . import auth, cors, multipart
 from .catalog import AsrModel, TtsModel
 from .config import ApiSettings
@@ -124,9 +125,18 @@ def _true(value: str | None) -> bool:
 # --- routes ---------------------------------------------------------------------------------------
 
 
-async def speech(request: web.Request) -> web.StreamResponse:
-    pool, settings = request.app[POOL], request.app[SETTINGS]
-    body = await _json_body(request)
+@dataclass(frozen=True)
+class _SpeechRequest:
+    model: str
+    text: str
+    voice: Any  # a name, ``name:speaker`` or ``{"id": …}``: resolved against the model
+    response_format: str
+    stream_format: str
+    speed: float
+
+
+def _speech_request(body: dict[str, Any], settings: ApiSettings) -> _SpeechRequest:
+    """The JSON body's fields, checked in the order OpenAI reports them."""
     model_id = _required_str(body, "model")
     text = _required_str(body, "input")
     if not text.strip():
@@ -139,61 +149,92 @@ async def speech(request: web.Request) -> web.StreamResponse:
         )
     if "voice" not in body:
         raise invalid("Missing required parameter: 'voice'.", "voice", "missing_required_parameter")
-    response_format = _choice(body.get("response_format"), "response_format", SPEECH_FORMATS, "mp3")
-    stream_format = _choice(body.get("stream_format"), "stream_format", ("audio", "sse"), "audio")
-    speed = _speed(body.get("speed"))
-    model = await resolve_model(pool, model_id, "tts")
-    assert isinstance(model, TtsModel)
-    voice, speaker = resolve_voice(model, body.get("voice"))
-
-    pipeline = SpeechPipeline(response_format, speed)
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream" if stream_format == "sse" else CONTENT_TYPES[response_format]}
+    return _SpeechRequest(
+        model=model_id,
+        text=text,
+        voice=body.get("voice"),
+        response_format=_choice(body.get("response_format"), "response_format", SPEECH_FORMATS, "mp3"),
+        stream_format=_choice(body.get("stream_format"), "stream_format", ("audio", "sse"), "audio"),
+        speed=_speed(body.get("speed")),
     )
-    if stream_format == "sse":
-        response.headers["Cache-Control"] = "no-cache"
 
-    async def send(data: bytes) -> None:
+
+class _SpeechResponse:
+    """The answer to a speech request, raw audio or SSE audio deltas, prepared at its first bytes."""
+
+    def __init__(self, request: web.Request, asked: _SpeechRequest) -> None:
+        self.request = request
+        self.sse = asked.stream_format == "sse"
+        content_type = "text/event-stream" if self.sse else CONTENT_TYPES[asked.response_format]
+        self.response = web.StreamResponse(headers={"Content-Type": content_type})
+        if self.sse:
+            self.response.headers["Cache-Control"] = "no-cache"
+
+    async def send(self, data: bytes) -> None:
         if not data:
             return
-        if not response.prepared:
-            await response.prepare(request)
-        if stream_format == "sse":
-            await response.write(sse({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()}))
+        if not self.response.prepared:
+            await self.response.prepare(self.request)
+        if self.sse:
+            await self.response.write(sse({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()}))
         else:
-            await response.write(data)
+            await self.response.write(data)
 
-    audio = pool.synthesize(model, text, voice.name if voice else None, speaker)
+    async def finish(self) -> None:
+        if not self.response.prepared:
+            await self.response.prepare(self.request)  # no bytes at all (empty pcm): still a valid, empty answer
+        if self.sse:
+            await self.response.write(sse({"type": "speech.audio.done", "usage": SPEECH_DONE_USAGE}))
+        await self.response.write_eof()
+
+    async def fail(self, err: ApiError) -> None:
+        """After the first bytes: an SSE stream ends with the error, raw audio is cut off."""
+        _LOGGER.warning("Speech failed after the response started: %s", err.message)
+        if self.sse:
+            await self.response.write(sse(err.body()))
+            await self.response.write_eof()
+        else:
+            _abort(self.request)
+
+
+async def _encode_speech(
+    audio: AsyncIterator[tuple[PcmFormat, bytes]], pipeline: SpeechPipeline, answer: _SpeechResponse
+) -> None:
+    """The Wyoming server's PCM through the pipeline to the client, as it arrives."""
+    async with contextlib.aclosing(audio):
+        async for fmt, pcm in audio:
+            pipeline.start(fmt)
+            if pcm:
+                await answer.send(await pipeline.push(pcm))
+    if not pipeline.started:
+        raise ApiError(502, "The Wyoming server sent no audio.", type="server_error", code="wyoming_error")
+    await answer.send(await pipeline.finish())
+
+
+async def speech(request: web.Request) -> web.StreamResponse:
+    pool, settings = request.app[POOL], request.app[SETTINGS]
+    asked = _speech_request(await _json_body(request), settings)
+    model = await resolve_model(pool, asked.model, "tts")
+    assert isinstance(model, TtsModel)
+    voice, speaker = resolve_voice(model, asked.voice)
+
+    pipeline = SpeechPipeline(asked.response_format, asked.speed)
+    answer = _SpeechResponse(request, asked)
+    audio = pool.synthesize(model, asked.text, voice.name if voice else None, speaker)
     try:
-        async with contextlib.aclosing(audio):
-            async for fmt, pcm in audio:
-                pipeline.start(fmt)
-                if pcm:
-                    await send(await pipeline.push(pcm))
-        if not pipeline.started:
-            raise ApiError(502, "The Wyoming server sent no audio.", type="server_error", code="wyoming_error")
-        await send(await pipeline.finish())
+        await _encode_speech(audio, pipeline, answer)
     except ConnectionResetError:
         _LOGGER.debug("The client left before the speech ended")  # the Wyoming connection is closed already
-        return response
+        return answer.response
     except ApiError as err:
-        if not response.prepared:
+        if not answer.response.prepared:
             raise
-        _LOGGER.warning("Speech failed after the response started: %s", err.message)
-        if stream_format == "sse":
-            await response.write(sse(err.body()))
-            await response.write_eof()
-            return response
-        _abort(request)
-        return response
+        await answer.fail(err)
+        return answer.response
     finally:
         pipeline.close()
-    if not response.prepared:
-        await response.prepare(request)  # no bytes at all (empty pcm): still a valid, empty answer
-    if stream_format == "sse":
-        await response.write(sse({"type": "speech.audio.done", "usage": SPEECH_DONE_USAGE}))
-    await response.write_eof()
-    return response
+    await answer.finish()
+    return answer.response
 
 
 def _abort(request: web.Request) -> None:
@@ -288,17 +329,10 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
-async def transcriptions(request: web.Request) -> web.StreamResponse:
-    pool, settings = request.app[POOL], request.app[SETTINGS]
-    fields, upload = await _read_form(request, settings)
-    if upload is None:
-        raise invalid("Missing required parameter: 'file'.", "file", "missing_required_parameter")
-    asked = _transcription_request(fields)
-    model = await resolve_model(pool, asked.model, "asr")
-    assert isinstance(model, AsrModel)
-
+async def _decode_upload(upload: bytes, settings: ApiSettings) -> bytes:
+    """The uploaded file as Wyoming's PCM; what cannot be decoded is the client's error, with its reason."""
     try:
-        pcm = await decode_file(upload, ASR_RATE, max_seconds=settings.max_audio_seconds)
+        return await decode_file(upload, ASR_RATE, max_seconds=settings.max_audio_seconds)
     except AudioTooLongError as err:
         raise invalid(_sentence(str(err)), "file", "audio_too_long") from None
     except AudioDecodeError as err:
@@ -307,21 +341,27 @@ async def transcriptions(request: web.Request) -> web.StreamResponse:
             "file",
             "invalid_audio",
         ) from None
-    duration = len(pcm) / (ASR_RATE * 2)
-    # Wyoming has no prompt field; its free-form context is where a server can find one.
-    context = {"prompt": asked.prompt} if asked.prompt else None
-    events = pool.transcribe(model, pcm, language=asked.language, context=context)
-    if not asked.stream:
-        final: Transcript | None = None
-        async with contextlib.aclosing(events):
-            async for event in events:
-                if isinstance(event, Transcript):
-                    final = event
-        assert final is not None
-        result = TranscriptionResult(final.text, duration, final.language or asked.language)
-        body, content_type = render(result, asked.response_format)
-        return web.Response(text=body, content_type=content_type.split(";")[0], charset="utf-8")
 
+
+async def _whole_transcript(
+    events: AsyncIterator[Transcript | TranscriptChunk], asked: _TranscriptionRequest, duration: float
+) -> web.Response:
+    """The final transcript in the asked format; chunks streamed before it are not needed."""
+    final: Transcript | None = None
+    async with contextlib.aclosing(events):
+        async for event in events:
+            if isinstance(event, Transcript):
+                final = event
+    assert final is not None
+    result = TranscriptionResult(final.text, duration, final.language or asked.language)
+    body, content_type = render(result, asked.response_format)
+    return web.Response(text=body, content_type=content_type.split(";")[0], charset="utf-8")
+
+
+async def _streamed_transcript(
+    request: web.Request, events: AsyncIterator[Transcript | TranscriptChunk]
+) -> web.StreamResponse:
+    """OpenAI's SSE events: a delta per chunk (or the whole text as one), then the done event."""
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
 
     async def send(event: dict[str, Any]) -> None:
@@ -351,6 +391,25 @@ async def transcriptions(request: web.Request) -> web.StreamResponse:
         await response.write(sse(err.body()))
     await response.write_eof()
     return response
+
+
+async def transcriptions(request: web.Request) -> web.StreamResponse:
+    pool, settings = request.app[POOL], request.app[SETTINGS]
+    fields, upload = await _read_form(request, settings)
+    if upload is None:
+        raise invalid("Missing required parameter: 'file'.", "file", "missing_required_parameter")
+    asked = _transcription_request(fields)
+    model = await resolve_model(pool, asked.model, "asr")
+    assert isinstance(model, AsrModel)
+
+    pcm = await _decode_upload(upload, settings)
+    duration = len(pcm) / (ASR_RATE * 2)
+    # Wyoming has no prompt field; its free-form context is where a server can find one.
+    context = {"prompt": asked.prompt} if asked.prompt else None
+    events = pool.transcribe(model, pcm, language=asked.language, context=context)
+    if asked.stream:
+        return await _streamed_transcript(request, events)
+    return await _whole_transcript(events, asked, duration)
 
 
 async def translations(request: web.Request) -> web.StreamResponse:

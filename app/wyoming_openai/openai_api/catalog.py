@@ -8,11 +8,11 @@ offer an id keeps it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from wyoming.info import Info
+from wyoming.info import Info, TtsProgram
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -82,73 +82,81 @@ def build_catalog(infos: Iterable[tuple[str, Info, int]]) -> Catalog:
     infos = list(infos)
     tts_names = {p.name for _, info, _ in infos for p in info.tts if p.installed}
     for uri, info, created in infos:
-        tts_programs = [p for p in info.tts if p.installed]
-        for program in tts_programs:
-            voices: dict[str, Voice] = {}
-            for voice in program.voices:
-                voices.setdefault(
-                    voice.name,
-                    Voice(
-                        id=voice.name,
-                        name=voice.name,
-                        description=voice.description,
-                        languages=tuple(voice.languages or ()),
-                        speakers=tuple(s.name for s in voice.speakers or ()),
-                        installed=voice.installed,
-                    ),
-                )
-            _claim(
-                catalog.tts,
-                TtsModel(
-                    id=program.name,
-                    server=uri,
-                    program=program.name,
-                    select_program=len(tts_programs) > 1,
-                    owned_by=program.attribution.name or "wyoming",
-                    description=program.description,
-                    voices=voices,
-                    created=created,
-                ),
-            )
-        asr_programs = [p for p in info.asr if p.installed]
-        for program in asr_programs:
-            common = {
-                "server": uri,
-                "program": program.name,
-                "select_program": len(asr_programs) > 1,
-                "streaming": bool(program.supports_transcript_streaming),
-                "created": created,
-            }
-            models = [m for m in program.models if m.installed] or list(program.models)
-            languages = tuple(dict.fromkeys(lang for m in models for lang in m.languages or ()))
-            # The program's own name picks its default model, so a client need not know model names;
-            # unless a TTS program has that name (one server for both, as our proxy), and the ASR
-            # models have names of their own: one id must mean one thing in /v1/models.
-            if not (models and program.name in tts_names):
-                _claim(
-                    catalog.asr,
-                    AsrModel(
-                        id=program.name,
-                        model_name=None,
-                        owned_by=program.attribution.name or "wyoming",
-                        description=program.description,
-                        languages=languages,
-                        **common,
-                    ),
-                )
-            for model in models:
-                _claim(
-                    catalog.asr,
-                    AsrModel(
-                        id=model.name,
-                        model_name=model.name,
-                        owned_by=model.attribution.name or program.attribution.name or "wyoming",
-                        description=model.description,
-                        languages=tuple(model.languages or ()),
-                        **common,
-                    ),
-                )
+        for tts_model in _tts_models(uri, info, created):
+            _claim(catalog.tts, tts_model)
+        for asr_model in _asr_models(uri, info, created, tts_names):
+            _claim(catalog.asr, asr_model)
     return catalog
+
+
+def _tts_models(uri: str, info: Info, created: int) -> Iterator[TtsModel]:
+    """One model per installed TTS program."""
+    programs = [p for p in info.tts if p.installed]
+    for program in programs:
+        yield TtsModel(
+            id=program.name,
+            server=uri,
+            program=program.name,
+            select_program=len(programs) > 1,
+            owned_by=program.attribution.name or "wyoming",
+            description=program.description,
+            voices=_voices(program),
+            created=created,
+        )
+
+
+def _voices(program: TtsProgram) -> dict[str, Voice]:
+    """The program's voices by name; the first of a repeated name keeps it."""
+    voices: dict[str, Voice] = {}
+    for voice in program.voices:
+        voices.setdefault(
+            voice.name,
+            Voice(
+                id=voice.name,
+                name=voice.name,
+                description=voice.description,
+                languages=tuple(voice.languages or ()),
+                speakers=tuple(s.name for s in voice.speakers or ()),
+                installed=voice.installed,
+            ),
+        )
+    return voices
+
+
+def _asr_models(uri: str, info: Info, created: int, tts_names: set[str]) -> Iterator[AsrModel]:
+    """Per installed ASR program: the program's name for its default model, then each of its models."""
+    programs = [p for p in info.asr if p.installed]
+    for program in programs:
+        common = {
+            "server": uri,
+            "program": program.name,
+            "select_program": len(programs) > 1,
+            "streaming": bool(program.supports_transcript_streaming),
+            "created": created,
+        }
+        models = [m for m in program.models if m.installed] or list(program.models)
+        languages = tuple(dict.fromkeys(lang for m in models for lang in m.languages or ()))
+        # The program's own name picks its default model, so a client need not know model names;
+        # unless a TTS program has that name (one server for both, as our proxy), and the ASR
+        # models have names of their own: one id must mean one thing in /v1/models.
+        if not (models and program.name in tts_names):
+            yield AsrModel(
+                id=program.name,
+                model_name=None,
+                owned_by=program.attribution.name or "wyoming",
+                description=program.description,
+                languages=languages,
+                **common,
+            )
+        for model in models:
+            yield AsrModel(
+                id=model.name,
+                model_name=model.name,
+                owned_by=model.attribution.name or program.attribution.name or "wyoming",
+                description=model.description,
+                languages=tuple(model.languages or ()),
+                **common,
+            )
 
 
 def _claim(table: dict[str, Any], entry: TtsModel | AsrModel) -> None:
