@@ -95,6 +95,8 @@ class Handler(AsyncEventHandler):
                 self.idle_since = None
                 if event is None:
                     break
+                if event.type == "audio-chunk" and self._took_audio(event.payload):
+                    continue
                 if event.type in SLOW_EVENTS:
                     keep_going = await self._unless_client_leaves(self.handle_event(event))
                 else:
@@ -215,6 +217,15 @@ class Handler(AsyncEventHandler):
 
     def _language(self) -> str:
         return self.stt_language or self.services.settings.languages[0]
+
+    def _took_audio(self, payload: bytes | None) -> bool:
+        """Audio for the utterance under way, kept without the full dispatch: Home Assistant sends
+        100 chunks a second, and this is most of what the proxy does for speech-to-text."""
+        utterance = self.utterance
+        if utterance is None or self.live is not None or not payload or not utterance.has_room(len(payload)):
+            return False  # the full path says what is wrong, or sends the audio on to a Realtime session
+        utterance.add(payload)
+        return True
 
     async def _on_audio_chunk(self, chunk: AudioChunk) -> None:
         if self.utterance is None:

@@ -73,10 +73,14 @@ class ClientReader(asyncio.StreamReader):
                     return None
             header = self._last_header if line == self._last_line else self._parse_header(line)
             data = dict(header.data)
-            if header.data_length:
-                raw = await self.readexactly(header.data_length)
-                data.update(self._last_data if raw == self._last_data_bytes else self._parse_data(raw))
-            payload = await self.readexactly(header.payload_length) if header.payload_length else None
+            payload = None
+            if header.data_length or header.payload_length:  # in one read: most events with data have audio
+                body = await self.readexactly(header.data_length + header.payload_length)
+                if header.data_length:
+                    raw = body[: header.data_length]
+                    data.update(self._last_data if raw == self._last_data_bytes else self._parse_data(raw))
+                if header.payload_length:
+                    payload = body[header.data_length :] if header.data_length else body
         except ValueError:  # the stream reader's limit: a line longer than it
             raise ProtocolError(f"event header longer than {self.limits.max_event_bytes} bytes") from None
         except asyncio.IncompleteReadError:
