@@ -93,6 +93,13 @@ async def connect_while_busy(
     return await asyncio.open_connection(sock=sock)
 
 
+async def until(condition, timeout: float = 5.0) -> None:
+    """Wait until ``condition()`` holds, looking again every 10 ms; a time-out fails the test."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
 def proxy_port(proxy: Proxy) -> int:
     assert proxy.server is not None and proxy.server.port is not None
     return proxy.server.port

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from audio_samples import tone
-from harness import TEST_KEY, Client, proxy_port
+from harness import TEST_KEY, Client, proxy_port, until
 from realtime_server import RealtimeServer
 from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
@@ -47,11 +47,8 @@ async def test_audio_reaches_the_api_while_the_user_speaks(proxy, realtime):
         pcm = tone(1.0, 16000)
         for start in range(0, len(pcm), 3201):  # odd sizes, as Home Assistant may cut them
             await client.send(AudioChunk(rate=16000, width=2, channels=1, audio=pcm[start : start + 3201]).event())
-        for _ in range(100):  # before audio-stop, the API already holds (nearly) all of it
-            if realtime.connections and len(realtime.connections[0].audio) >= 0.9 * 48000:
-                break
-            await asyncio.sleep(0.02)
-        assert len(realtime.connections[0].audio) >= 0.9 * 48000
+        # Before audio-stop, the API already holds (nearly) all of it.
+        await until(lambda: realtime.connections and len(realtime.connections[0].audio) >= 0.9 * 48000)
         await client.send(AudioStop().event())
         events = await client.read_until("transcript")
     kinds = [e.type for e in events]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import wave
 
 import pytest
 from audio_samples import tone
-from harness import TEST_KEY, Client, proxy_port, reference_file
+from harness import TEST_KEY, Client, proxy_port, reference_file, until
 from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 
@@ -166,12 +165,6 @@ async def test_a_client_that_leaves_cancels_its_transcription(start_proxy, upstr
             *chunks_of(tone(0.3, 16000), [1000]),
             AudioStop().event(),
         )
-        for _ in range(100):
-            if upstream.requests:
-                break
-            await asyncio.sleep(0.02)
-    for _ in range(100):
-        if upstream.cancelled:
-            break
-        await asyncio.sleep(0.02)
+        await until(lambda: upstream.requests)
+    await until(lambda: upstream.cancelled)
     assert upstream.cancelled == 1

@@ -6,7 +6,7 @@ import asyncio
 import json
 
 import pytest
-from harness import Client, proxy_port
+from harness import Client, proxy_port, until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wyoming.event import Event, async_read_event
@@ -222,7 +222,7 @@ async def test_busy_connections_are_not_evicted(start_proxy, upstream):
         await client.__aenter__()
         await client.send(Synthesize(text="Taking a while.").event())
         busy.append(client)
-    await asyncio.sleep(0.2)
+    await until(lambda: upstream.active_speech == 2)  # both in flight
     received = await raw_exchange(proxy_port(proxy), encode_event(Ping().event()))
     assert "too many connections" in first_event(received)["text"]
     # Home Assistant's describe is still answered before the refusal: a full proxy is not a dead one.
