@@ -77,8 +77,8 @@ async def read_events(reader: asyncio.StreamReader, until: str) -> list[Event]:
 
 
 def keep_busy(seconds: float = 0.3) -> None:
-    """Block this loop, which in these tests is also the serving process's, as a burst of work would:
-    a client that connects meanwhile is taken by the accept process."""
+    """Block this loop, which in these tests is also the server's, as a burst of work would: a client
+    that connects meanwhile waits in the accept queue."""
     time.sleep(seconds)
 
 
