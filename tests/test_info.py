@@ -11,6 +11,7 @@ from harness import TEST_KEY, URL_PASSWORD, Client, connect_while_busy, proxy_po
 from upstream import Fault
 from wyoming.asr import Transcribe
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.client import AsyncClient
 from wyoming.event import Event
 from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeVoice
@@ -193,3 +194,12 @@ async def test_describe_sent_after_a_pause_and_a_half_close_are_answered(start_p
     writer.write_eof()
     assert [e.type for e in await read_events(reader, "info")] == ["info"]
     writer.close()
+
+
+async def test_served_on_a_unix_socket(start_proxy, tmp_path):
+    path = tmp_path / "wyoming.sock"
+    await start_proxy("--uri", f"unix://{path}")
+    async with AsyncClient.from_uri(f"unix://{path}") as client:
+        await client.write_event(Describe().event())
+        event = await asyncio.wait_for(client.read_event(), 5)
+    assert event is not None and Info.from_event(event).tts
