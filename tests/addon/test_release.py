@@ -91,13 +91,17 @@ def github_filter(pattern: str) -> re.Pattern[str]:
 # --- one version --------------------------------------------------------------------------------
 
 
-def version_files(root: Path) -> list[Path]:
-    """The files bump_version.py reads and writes, found by its own table."""
+def bump_module() -> Any:
     spec = importlib.util.spec_from_file_location("bump_version", BUMP)
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault("bump_version", module)  # its dataclass looks itself up there
     spec.loader.exec_module(module)
-    return sorted({root / name for _, name, _ in module.found(root)})
+    return module
+
+
+def version_files(root: Path) -> list[Path]:
+    """The files bump_version.py reads and writes, found by its own table."""
+    return sorted({root / name for _, name, _ in bump_module().found(root)})
 
 
 def copy_version_files(tmp_path: Path) -> Path:
@@ -115,13 +119,16 @@ def next_patch(version: str) -> str:
 
 
 def test_every_place_holds_the_package_version():
-    names = {path.relative_to(REPO).as_posix() for path in version_files(REPO)}
+    found = bump_module().found(REPO)
     assert {
         "app/wyoming_openai/__init__.py",
         "wyoming_openai/config.yaml",
+        "wyoming_openai/Dockerfile",
         "wyoming_openai/CHANGELOG.md",
         "docker-compose.yml",
-    } <= names
+        ".env.example",
+    } == {name for _, name, versions in found if versions}
+    assert {version for _, _, versions in found for version in versions} == {__version__}
     result = bump_script("check")
     assert result.returncode == 0, result.stderr
     assert bump_script("check", f"v{__version__}").returncode == 0
