@@ -7,7 +7,7 @@ FROM python:3.12-slim AS build
 WORKDIR /src
 COPY app/ ./app/
 RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir "./app[zeroconf]"
+    && /opt/venv/bin/pip install --no-cache-dir ./app
 
 FROM python:3.12-slim
 

@@ -470,14 +470,39 @@ def test_changelog_starts_with_this_version(addon_config):
     assert first and first.group(1) == addon_config["version"]
 
 
-def test_image_installs_exactly_the_addon_version(addon_config):
+def test_image_installs_the_app_in_its_folder_at_the_addon_version(addon_config):
+    """No release is pinned: the image holds the app/ staged next to the Dockerfile (see
+    test_release.py), which must be the add-on's version."""
     dockerfile = (ADDON / "Dockerfile").read_text()
     assert f"ARG BUILD_VERSION={addon_config['version']}\n" in dockerfile
-    assert '"wyoming-openai==${BUILD_VERSION}"' in dockerfile
+    assert "wyoming-openai==" not in dockerfile
     assert "../" not in re.sub(r"#.*", "", dockerfile), "the build context is the add-on folder"
+    assert re.search(r"^COPY app/ ", dockerfile, re.MULTILINE)
     assert re.search(r"^COPY rootfs /$", dockerfile, re.MULTILINE)
     assert re.search(r"^HEALTHCHECK ", dockerfile, re.MULTILINE)
     assert "wyoming-ready" in dockerfile
+
+
+# The Supervisor's rule for `image:` (supervisor/validate.py docker_image): no tag (the version is
+# the tag), a lower-case registry, lower-case path components that may hold {arch} or {machine}.
+IMAGE_COMPONENT = re.compile(r"^[a-z0-9{][a-z0-9.\-_{}]*$")
+
+
+def test_image_is_prebuilt_per_architecture(addon_config):
+    image = addon_config["image"]
+    registry, _, path = image.partition("/")
+    assert registry == registry.lower() and "." in registry, "a registry host, lower-case"
+    assert ":" not in path, "no tag: the Supervisor pulls the tag `version`"
+    assert all(IMAGE_COMPONENT.match(component) for component in path.split("/")), image
+    # One image per architecture, so older Supervisors (without multi-arch manifests) find theirs.
+    assert "{arch}" in image
+
+
+def test_minimum_home_assistant_has_streaming_tts(addon_config):
+    """Streaming text-to-speech over Wyoming (synthesize-start/chunk/stop) arrived in 2025.7."""
+    version = addon_config["homeassistant"]
+    assert isinstance(version, str) and re.match(r"^\d{4}\.\d{1,2}\.\d+$", version), version
+    assert tuple(int(part) for part in version.split(".")) >= (2025, 7, 0)
 
 
 def test_no_real_looking_keys_anywhere():

