@@ -34,7 +34,7 @@ _PICTOGRAPH_CLASS = (
     "\u2022\u2139\u2190-\u21ff\u2300-\u23ff\u25a0-\u27bf\u2900-\u297f\u2b00-\u2bff\u3030\u303d\u3297\u3299"
     "\u200d\u20e3\ufe00-\ufe0f\U0001f000-\U0001fbff\U000e0020-\U000e007f"
 )
-_PICTOGRAPHS = re.compile(f"[{_PICTOGRAPH_CLASS}]+")
+_PICTOGRAPHS = re.compile(f"[#*]\ufe0f?\u20e3|[{_PICTOGRAPH_CLASS}]+")  # the keycaps #️⃣ *️⃣ whole
 
 # Anything worth a closer look; most sentences have none of it and only have their spaces trimmed.
 _NEEDS_WORK = re.compile(rf"[\n\r\t\f\v\xa0*_`#>|\[\]<~&\\{_PICTOGRAPH_CLASS}]|://|(?i:www\.)|  |^\s*[-+]\s")
@@ -63,7 +63,7 @@ _LINK_TAIL = re.compile(r"\]\((?:[^()\s]|\([^()\s]*\))*\)?")
 _BRACKET = re.compile(r"!?\[|\]")
 _URL = re.compile(r"<?\b(?:https?://|www\.)[^\s<>\"'`]*[^\s<>\"'`.,;:!?)\]}]>?", re.IGNORECASE)
 _URL_HOST = re.compile(r"^<?(?:[a-z][a-z0-9+.-]*://)?(?:[^@/\s]*@)?(?:www\.)?([^/:?#>\s]*)", re.IGNORECASE)
-_HTML = re.compile(r"<!--.*?-->|<(/?)([A-Za-z][\w-]*)(?:\s[^<>]*)?/?>", re.DOTALL)
+_HTML = re.compile(r"<!--(?:.*?-->|.*)|<(/?)([A-Za-z][\w-]*)(?:\s[^<>]*)?/?>", re.DOTALL)
 _HTML_BREAKS = frozenset({"br", "p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "table"})
 # Emphasis markers. An asterisk between two numbers is a multiplication and stays; an underscore
 # inside a word (snake_case) stays.
@@ -71,6 +71,7 @@ _ASTERISKS = re.compile(r"(?<!\d)(?<!\d )\*+|\*+(?! ?\d)")
 _UNDERSCORES = re.compile(r"(?<!\w)_+|_+(?!\w)")
 _PIPE_EDGE = re.compile(r"^[ \t]*\||\|[ \t]*$", re.MULTILINE)
 _PIPE = re.compile(r"[ \t]*\|[ \t]*")
+_EMPTY_CELLS = re.compile(r"(?:[ \t]*,)+[ \t]*$", re.MULTILINE)
 # A line that ends without punctuation (a heading, a list item, a table row) ends a sentence.
 _LINE_BREAK = re.compile(r"(?<=[^\s.!?…:;,。！？、])[ \t]*\n\s*")
 _SPACES = re.compile(r"\s+")
@@ -104,7 +105,7 @@ def clean_text(text: str, urls: str = "host") -> str:
     if "_" in text:
         text = _UNDERSCORES.sub("", text)
     if "|" in text:
-        text = _PIPE.sub(", ", _PIPE_EDGE.sub("", text))
+        text = _EMPTY_CELLS.sub("", _PIPE.sub(", ", _PIPE_EDGE.sub("", text)))
     text = _SPACES.sub(" ", _LINE_BREAK.sub(". ", text.strip()))
     text = _REPEATED_PUNCTUATION.sub(r"\1", _SPACE_BEFORE_PUNCTUATION.sub("", text))
     return _LEADING_PUNCTUATION.sub("", text).rstrip()

@@ -26,6 +26,8 @@ _LOGGER = logging.getLogger(__name__)
 # newline. Closing quotes, brackets and markdown marks may stand between ("**Done!** I …").
 _POSSIBLE_END = re.compile(r"[.!?…。！？;:]['\"”’)\]*_~`]*\s|\n")
 _CLAUSE_BREAK = re.compile(r"[,;:–—]\s")
+_SPACE = re.compile(r"\s+")
+_UNSPACED_ENDS = frozenset("。！？")  # languages written without spaces end sentences right before the next
 
 
 @functools.cache
@@ -73,9 +75,31 @@ class SentenceSplitter:
         spans = self._segmenter.segment(self._buffer)
         if len(spans) < 2:
             return []
-        rest_start = spans[-1].start
-        complete, self._buffer = self._buffer[:rest_start], self._buffer[rest_start:]
-        return self._group([span.sent for span in spans[:-1]] if complete else [])
+        cuts = self._cuts([span.start for span in spans[1:]])
+        if not cuts:
+            return []
+        buffer = self._buffer
+        self._buffer = buffer[cuts[-1] :]
+        return self._group([buffer[start:end] for start, end in zip([0, *cuts], cuts, strict=False)])
+
+    def _cuts(self, starts: list[int]) -> list[int]:
+        """Where sentences start, never inside a run of non-space characters: pySBD cuts
+        "https://x.org/a?id=2." after the "?" and "**Done!** I" after the "!", which would leave
+        a URL's tail or a marker's partner to another request. Such a cut moves to the next space;
+        one that cannot be placed yet (no word after the space so far) waits for more text."""
+        buffer = self._buffer
+        cuts: list[int] = []
+        for start in starts:
+            if not buffer[start - 1].isspace() and buffer[start - 1] not in _UNSPACED_ENDS:
+                space = _SPACE.search(buffer, start)
+                if space is None or space.end() == len(buffer):
+                    break
+                start = space.end()
+            if "<!--" in buffer and buffer.rfind("<!--", 0, start) > buffer.rfind("-->", 0, start):
+                break  # inside an HTML comment: its words are not for speaking
+            if start > (cuts[-1] if cuts else 0):
+                cuts.append(start)
+        return cuts
 
     def flush(self) -> list[str]:
         """Whatever is left when the text has ended."""
