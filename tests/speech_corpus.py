@@ -35,7 +35,7 @@ CORPUS: list[tuple[str, str]] = [
     (
         "en",
         "Check https://www.example.com/status?id=42. Also www.weather.gov/forecast, or <https://github.com/home-assistant>."
-        " It's ~~broken~~ **fixed _now_**, see [this][1].\n\n[1]: https://community.home-assistant.io/t/123 \"Forum\"",
+        ' It\'s ~~broken~~ **fixed _now_**, see [this][1].\n\n[1]: https://community.home-assistant.io/t/123 "Forum"',
     ),
     (
         "de",

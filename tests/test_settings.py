@@ -208,10 +208,18 @@ BAD = [
     (["--stt-models", "--tts-models"], {}, "nothing to serve"),
     (["--config", "/nonexistent/config.yaml"], {}, "cannot read --config file"),
     (["--workers", "2", "--uri", "unix:///tmp/x.sock"], {}, "several workers need a tcp:// URI"),
-    ([], {"TTS_VOICE_PRESETS": '[{"name": "a"}]'}, "--tts-voice-presets (TTS_VOICE_PRESETS): every preset needs a voice"),
+    (
+        [],
+        {"TTS_VOICE_PRESETS": '[{"name": "a"}]'},
+        "--tts-voice-presets (TTS_VOICE_PRESETS): every preset needs a voice",
+    ),
     ([], {"TTS_VOICE_PRESETS": '[{"name": "a", "voice": "b", "sped": 1}]'}, "unknown preset field 'sped'"),
     ([], {"TTS_VOICE_PRESETS": '[{"name": "a", "voice": "b", "speed": 9}]'}, "preset 'a': speed must be between"),
-    ([], {"TTS_VOICE_PRESETS": '[{"name": "a", "voice": "b"}, {"name": "a", "voice": "c"}]'}, "two presets are named 'a'"),
+    (
+        [],
+        {"TTS_VOICE_PRESETS": '[{"name": "a", "voice": "b"}, {"name": "a", "voice": "c"}]'},
+        "two presets are named 'a'",
+    ),
     ([], {"TTS_VOICE_PRESETS": '{"name": '}, "--tts-voice-presets (TTS_VOICE_PRESETS): malformed JSON"),
     ([], {"TTS_PRONUNCIATIONS": "/nonexistent/p.yaml"}, "--tts-pronunciations (TTS_PRONUNCIATIONS): cannot read"),
     ([], {"TTS_PRONOUNCE": "HA=Home Assistant\n/(x/=y"}, "--tts-pronounce (TTS_PRONOUNCE): pronunciation: bad regular"),
@@ -263,7 +271,8 @@ def test_presets_and_pronunciations_in_the_config_file(tmp_path):
         VoicePreset("echo-fast", "echo", speed=1.5),
     )
     assert settings.tts_pronunciations == (
-        Pronunciation("HA", "Home Assistant"), Pronunciation("°C", "Grad Celsius", "de")
+        Pronunciation("HA", "Home Assistant"),
+        Pronunciation("°C", "Grad Celsius", "de"),
     )
     assert settings.tts_pronounce == (Pronunciation("km/h", "kilometres per hour"),)
     assert settings.tts_clean_text is True and settings.tts_clean_urls == "host"  # the defaults

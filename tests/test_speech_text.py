@@ -114,7 +114,7 @@ def test_a_piece_with_nothing_to_say_is_dropped():
         ("A list:\n1. first\n2. second", "A list: 1. first. 2. second"),
         ("| a | b |\n|---|---|\n| 1 | |", "a, b. 1"),
         ("Use `code` here.\n```sh\nls -l\n```", "Use code here. ls -l"),
-        ("![a photo](https://x.org/p.png) [text](https://x.org \"title\") [ref][1] [^2]", "a photo text ref"),
+        ('![a photo](https://x.org/p.png) [text](https://x.org "title") [ref][1] [^2]', "a photo text ref"),
         ("[Wikipedia](https://en.wikipedia.org/wiki/Foo_(bar)) says", "Wikipedia says"),
         ("Go to https://user:pw@www.Example.org:8123/a/b?c=d#e, now.", "Go to Example.org, now."),
         ("See http://localhost:8123.", "See localhost."),
@@ -203,7 +203,10 @@ def test_the_example_file_loads_and_does_what_it_says():
     assert speech("HA says it is 21 °C, 30 km/h and 40% humidity.", "en") == (
         "Home Assistant says it is 21 degrees Celsius, 30 kilometers per hour and 40 percent humidity."
     )
-    assert speech("HA: 21 °C, 30 km/h, 40%.", "de") == "Home Assistant: 21 Grad Celsius, 30 Kilometer pro Stunde, 40 Prozent."
+    assert (
+        speech("HA: 21 °C, 30 km/h, 40%.", "de")
+        == "Home Assistant: 21 Grad Celsius, 30 Kilometer pro Stunde, 40 Prozent."
+    )
     assert speech("21 °C, 30 km/h, 40%.", "fr") == "21 degrés Celsius, 30 kilomètres par heure, 40 pour cent."
     assert speech("21 °C, 30 km/h, 40%.", "es") == "21 grados Celsius, 30 kilómetros por hora, 40 por ciento."
 
@@ -212,7 +215,9 @@ def test_a_file_with_yaml_words_that_look_like_booleans(tmp_path: Path):
     path = tmp_path / "p.yaml"
     path.write_text("no: number\non: upon\n1.0: one point oh\n")
     assert load_file(str(path)) == (
-        Pronunciation("no", "number"), Pronunciation("on", "upon"), Pronunciation("1.0", "one point oh")
+        Pronunciation("no", "number"),
+        Pronunciation("on", "upon"),
+        Pronunciation("1.0", "one point oh"),
     )
     path.write_text("- a list\n")
     with pytest.raises(ValueError, match="must hold a mapping"):
