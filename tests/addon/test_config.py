@@ -89,6 +89,7 @@ API_OPTIONS = {
     "openai_api_port": "port",
     "openai_api_keys": "api_keys",
     "openai_api_wyoming_uris": "wyoming_uris",
+    "openai_api_clean_text": "clean_text",
 }
 API_PORT = 8000
 # Options whose form value is a lower-case choice the run script upper-cases ("auto": left out).
@@ -338,7 +339,10 @@ def test_api_options_are_the_apis_own(addon_config):
             continue
         option = api_config.OPTIONS_BY_NAME[api_name]
         assert isinstance(schema[name], list) == option.is_list, name
-    assert option.default == [] and api_config.OPTIONS_BY_NAME["port"].default == API_PORT
+    assert (
+        api_config.OPTIONS_BY_NAME["wyoming_uris"].default == []
+        and api_config.OPTIONS_BY_NAME["port"].default == API_PORT
+    )
 
 
 def test_api_is_off_by_default_and_its_keys_are_passwords(addon_config):

@@ -21,6 +21,7 @@ from aiohttp import web
 from wyoming.asr import Transcript, TranscriptChunk
 
 from ..audio import AudioDecodeError, AudioTooLongError, decode_file
+from ..speech_text import clean_text, speakable
 from . import auth, cors, multipart
 from .catalog import AsrModel, TtsModel
 from .config import ApiSettings
@@ -117,6 +118,18 @@ def _speed(value: Any) -> float:
     return speed
 
 
+def _spoken_input(text: str, settings: ApiSettings) -> str:
+    """With --clean-text, the words of ``text`` (chat answers come with markdown and emoji)."""
+    if not settings.clean_text:
+        return text
+    cleaned = clean_text(text)
+    if not speakable(cleaned):
+        raise invalid(
+            "'input' has nothing to speak once markdown, links and emoji are removed.", "input", "empty_input"
+        )
+    return cleaned
+
+
 def _true(value: str | None) -> bool:
     return (value or "").strip().lower() in ("true", "1", "yes", "on")
 
@@ -139,6 +152,7 @@ async def speech(request: web.Request) -> web.StreamResponse:
         )
     if "voice" not in body:
         raise invalid("Missing required parameter: 'voice'.", "voice", "missing_required_parameter")
+    text = _spoken_input(text, settings)
     response_format = _choice(body.get("response_format"), "response_format", SPEECH_FORMATS, "mp3")
     stream_format = _choice(body.get("stream_format"), "stream_format", ("audio", "sse"), "audio")
     speed = _speed(body.get("speed"))
