@@ -8,7 +8,10 @@ import sys
 import pytest
 from harness import APP
 
-from wyoming_openai.settings import OPTIONS, Backend, Secret, SettingsError, load_settings, redact_url
+from wyoming_openai.settings import OPTIONS, Backend, Secret, SettingsError, VoicePreset, load_settings, redact_url
+from wyoming_openai.speech_text import Pronunciation
+
+PRONUNCIATIONS_EXAMPLE = APP.parent / "docs" / "pronunciations.example.yaml"
 
 # The seed's flags and their environment variables: existing compose files must keep working.
 SEED_FLAGS = {
@@ -79,6 +82,18 @@ SAMPLES = {
     "tts_response_format": ("FLAC", "flac"),
     "tts_pcm_sample_rate": ("22050", 22050),
     "tts_sample_rate": ("16000", 16000),
+    "tts_voice_presets": (
+        '[{"name": "nova-calm", "voice": "nova", "model": "gpt-4o-mini-tts", "instructions": "Calm.", "speed": 0.9,'
+        ' "languages": "en de", "label": "Nova (calm)"}]',
+        (VoicePreset("nova-calm", "nova", "gpt-4o-mini-tts", "Calm.", 0.9, ("en", "de"), "Nova (calm)"),),
+    ),
+    "tts_clean_text": ("off", False),
+    "tts_clean_urls": ("DROP", "drop"),
+    "tts_pronunciations": (
+        str(PRONUNCIATIONS_EXAMPLE),
+        (Pronunciation("HA", "Home Assistant"), Pronunciation("HACS", "Hacks")),
+    ),
+    "tts_pronounce": ("km/h=kph", (Pronunciation("km/h", "kph"),)),
 }
 
 
@@ -123,6 +138,8 @@ def test_each_option_from_env_flag_and_file(option, tmp_path):
         value = getattr(settings, option.name)
         if option.name.endswith("_streaming_models") or option.name.endswith("_realtime_models"):
             assert value == expected and getattr(settings, option.name.split("_")[0] + "_models")[0] == expected[0]
+        elif option.name == "tts_pronunciations":  # the example's first rules; its languages follow
+            assert value[:2] == expected and len(value) > 10
         else:
             assert value == expected
 
@@ -190,6 +207,22 @@ BAD = [
     (["--stt-models", "--tts-models"], {}, "nothing to serve"),
     (["--config", "/nonexistent/config.yaml"], {}, "cannot read --config file"),
     (["--workers", "2", "--uri", "unix:///tmp/x.sock"], {}, "several workers need a tcp:// URI"),
+    (
+        [],
+        {"TTS_VOICE_PRESETS": '[{"name": "a"}]'},
+        "--tts-voice-presets (TTS_VOICE_PRESETS): every preset needs a voice",
+    ),
+    ([], {"TTS_VOICE_PRESETS": '[{"name": "a", "voice": "b", "sped": 1}]'}, "unknown preset field 'sped'"),
+    ([], {"TTS_VOICE_PRESETS": '[{"name": "a", "voice": "b", "speed": 9}]'}, "preset 'a': speed must be between"),
+    (
+        [],
+        {"TTS_VOICE_PRESETS": '[{"name": "a", "voice": "b"}, {"name": "a", "voice": "c"}]'},
+        "two presets are named 'a'",
+    ),
+    ([], {"TTS_VOICE_PRESETS": '{"name": '}, "--tts-voice-presets (TTS_VOICE_PRESETS): malformed JSON"),
+    ([], {"TTS_PRONUNCIATIONS": "/nonexistent/p.yaml"}, "--tts-pronunciations (TTS_PRONUNCIATIONS): cannot read"),
+    ([], {"TTS_PRONOUNCE": "HA=Home Assistant\n/(x/=y"}, "--tts-pronounce (TTS_PRONOUNCE): pronunciation: bad regular"),
+    ([], {"TTS_CLEAN_URLS": "spell"}, "--tts-clean-urls (TTS_CLEAN_URLS): expected one of host, drop"),
 ]
 
 
@@ -218,3 +251,27 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "--tts-speed (TTS_SPEED)" in lines[0]
+
+
+def test_presets_and_pronunciations_in_the_config_file(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "tts_voice_presets:\n"
+        "  nova-calm: {voice: nova, instructions: Speak calmly and warmly, speed: 0.9, languages: [en, de]}\n"
+        "  echo-fast: {voice: echo, speed: 1.5}\n"
+        "tts_pronunciations:\n"
+        "  HA: Home Assistant\n"
+        "  de: {°C: Grad Celsius}\n"
+        "tts_pronounce: ['km/h=kilometres per hour']\n"
+    )
+    settings = load_settings(["--config", str(config)], {})
+    assert settings.tts_voice_presets == (
+        VoicePreset("nova-calm", "nova", None, "Speak calmly and warmly", 0.9, ("en", "de")),
+        VoicePreset("echo-fast", "echo", speed=1.5),
+    )
+    assert settings.tts_pronunciations == (
+        Pronunciation("HA", "Home Assistant"),
+        Pronunciation("°C", "Grad Celsius", "de"),
+    )
+    assert settings.tts_pronounce == (Pronunciation("km/h", "kilometres per hour"),)
+    assert settings.tts_clean_text is True and settings.tts_clean_urls == "host"  # the defaults

@@ -22,9 +22,30 @@ _LOGGER = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Voice:
-    name: str
+    """A voice we offer: an upstream voice, or a preset that names one with its own settings."""
+
+    name: str  # what clients ask for
     model: str
-    description: str
+    description: str  # Home Assistant's voice picker shows this
+    upstream_voice: str | None = None  # the upstream's name for it, when it differs (a preset)
+    instructions: str | None = None  # a preset's; otherwise --tts-instructions applies
+    speed: float | None = None  # a preset's; otherwise --tts-speed applies
+    languages: tuple[str, ...] = ()  # a preset's; otherwise every --languages
+
+    @property
+    def upstream(self) -> str:
+        return self.upstream_voice or self.name
+
+    def language(self, requested: str | None) -> str | None:
+        """The language this voice speaks for a request: the request's, if the voice speaks it."""
+        if self.languages and (not requested or not _speaks(self.languages, requested)):
+            return self.languages[0]
+        return requested
+
+
+def _speaks(languages: tuple[str, ...], requested: str) -> bool:
+    wanted = requested.lower().replace("_", "-")
+    return any(wanted == code.lower().replace("_", "-") or wanted.startswith(code.lower() + "-") for code in languages)
 
 
 class Catalog:
@@ -69,7 +90,8 @@ class Catalog:
         """Offer these (voice, model) pairs; a voice without a model speaks with the first model.
 
         Each voice is listed once, with the first model that has it, so Home Assistant's voice
-        picker shows no duplicates.
+        picker shows no duplicates. The presets follow, each in the place of a voice of the same
+        name (so naming one in --tts-voices puts it there, first: the default).
         """
         labels = self.settings.tts_voice_labels
         models = self.settings.tts_models
@@ -80,58 +102,71 @@ class Catalog:
             model = model if model in models else models[0]
             label = labels.get(name, name)
             offered[name] = Voice(name, model, label if len(models) == 1 else f"{label} ({model})")
+        if models:
+            for preset in self.settings.tts_voice_presets:
+                offered[preset.name] = Voice(
+                    preset.name,
+                    preset.model or models[0],
+                    preset.label or labels.get(preset.name, preset.name),
+                    upstream_voice=preset.voice,
+                    instructions=preset.instructions,
+                    speed=preset.speed,
+                    languages=preset.languages,
+                )
         self.voices = offered
         self.provisional = False
         self.default_voice = next(iter(offered.values()), None)
         self.info_bytes = encode_event(self.info().event())
 
     def info(self) -> Info:
+        asr = [self._asr_program()] if self.settings.stt_models else []
+        tts = [self._tts_program()] if self.settings.tts_models else []
+        return Info(asr=asr, tts=tts)
+
+    def _asr_program(self) -> AsrProgram:
         settings = self.settings
-        languages = list(settings.languages)
-        asr: list[AsrProgram] = []
-        tts: list[TtsProgram] = []
-        if settings.stt_models:
-            asr.append(
-                AsrProgram(
-                    name="wyoming-openai",
-                    description="Speech-to-text through an OpenAI-compatible API",
+        return AsrProgram(
+            name="wyoming-openai",
+            description="Speech-to-text through an OpenAI-compatible API",
+            attribution=self.stt_attribution,
+            installed=True,
+            version=__version__,
+            models=[
+                AsrModel(
+                    name=model,
+                    description=model,
                     attribution=self.stt_attribution,
                     installed=True,
-                    version=__version__,
-                    models=[
-                        AsrModel(
-                            name=model,
-                            description=model,
-                            attribution=self.stt_attribution,
-                            installed=True,
-                            version=None,
-                            languages=languages,
-                        )
-                        for model in settings.stt_models
-                    ],
-                    supports_transcript_streaming=bool(settings.stt_streaming_models or settings.stt_realtime_models),
+                    version=None,
+                    languages=list(settings.languages),
                 )
+                for model in settings.stt_models
+            ],
+            supports_transcript_streaming=bool(settings.stt_streaming_models or settings.stt_realtime_models),
+        )
+
+    def _tts_program(self) -> TtsProgram:
+        return TtsProgram(
+            name="wyoming-openai",
+            description="Text-to-speech through an OpenAI-compatible API",
+            attribution=self.tts_attribution,
+            installed=True,
+            version=__version__,
+            voices=self._voice_entries(),
+            supports_synthesize_streaming=bool(self.settings.tts_streaming_models),
+        )
+
+    def _voice_entries(self) -> list[TtsVoice]:
+        """One entry per voice, listed under each language it speaks (Home Assistant lists a voice
+        under every language of its entry)."""
+        return [
+            TtsVoice(
+                name=voice.name,
+                description=voice.description,
+                attribution=self.tts_attribution,
+                installed=True,
+                version=None,
+                languages=list(voice.languages or self.settings.languages),
             )
-        if settings.tts_models:
-            tts.append(
-                TtsProgram(
-                    name="wyoming-openai",
-                    description="Text-to-speech through an OpenAI-compatible API",
-                    attribution=self.tts_attribution,
-                    installed=True,
-                    version=__version__,
-                    voices=[
-                        TtsVoice(
-                            name=voice.name,
-                            description=voice.description,
-                            attribution=self.tts_attribution,
-                            installed=True,
-                            version=None,
-                            languages=languages,
-                        )
-                        for voice in self.voices.values()
-                    ],
-                    supports_synthesize_streaming=bool(settings.tts_streaming_models),
-                )
-            )
-        return Info(asr=asr, tts=tts)
+            for voice in self.voices.values()
+        ]

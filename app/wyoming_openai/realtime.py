@@ -304,12 +304,13 @@ class RealtimeSynthesizer:
 
     def session_config(self, voice: Voice) -> dict[str, Any]:
         settings = self.settings
-        output: dict[str, Any] = {"format": dict(_PCM_FORMAT), "voice": voice.name}
-        if settings.tts_speed is not None:
-            output["speed"] = min(max(settings.tts_speed, 0.25), 1.5)  # the Realtime API's range
+        output: dict[str, Any] = {"format": dict(_PCM_FORMAT), "voice": voice.upstream}
+        speed = voice.speed if voice.speed is not None else settings.tts_speed
+        if speed is not None:
+            output["speed"] = min(max(speed, 0.25), 1.5)  # the Realtime API's range
         instructions = SPEAK_INSTRUCTIONS
-        if settings.tts_instructions:
-            instructions += f" Voice and style: {settings.tts_instructions}"
+        if style := voice.instructions or settings.tts_instructions:
+            instructions += f" Voice and style: {style}"
         session = {
             "type": "realtime",
             "model": voice.model,
@@ -328,7 +329,9 @@ class RealtimeSynthesizer:
         out_format = PcmFormat(target)
         converter = S16Converter(REALTIME_FORMAT, target) if target != REALTIME_RATE else None
         aligner = FrameAligner(REALTIME_FORMAT.frame_bytes)
-        _LOGGER.debug("Synthesizing %d characters with %s/%s over the Realtime API", len(text), voice.model, voice.name)
+        _LOGGER.debug(
+            "Synthesizing %d characters with %s/%s over the Realtime API", len(text), voice.model, voice.upstream
+        )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + upstream.timeout * SPEECH_BODY_TIME_FACTOR
         async with AsyncExitStack() as stack:

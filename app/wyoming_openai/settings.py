@@ -6,6 +6,7 @@ Precedence, lowest first: built-in default < ``--config`` file < environment < c
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -16,7 +17,7 @@ from urllib.parse import urlsplit
 
 import voluptuous as vol
 
-from . import __version__
+from . import __version__, speech_text
 from .options import (
     Option,
     OptionError,
@@ -93,6 +94,96 @@ def _voice_labels(value: Any) -> dict[str, str]:
             raise vol.Invalid(f"expected voice=Label, got {part!r}")
         labels[voice.strip()] = label.strip()
     return labels
+
+
+@dataclass(frozen=True)
+class VoicePreset:
+    """A named voice: an upstream voice with its own model, instructions, speed and languages."""
+
+    name: str
+    voice: str
+    model: str | None = None
+    instructions: str | None = None
+    speed: float | None = None
+    languages: tuple[str, ...] = ()
+    label: str | None = None
+
+
+_PRESET_TEXT = ("name", "voice", "model", "instructions", "label")
+
+
+def _voice_preset(item: Any, name: str | None = None) -> VoicePreset:
+    if not isinstance(item, dict):
+        raise vol.Invalid('expected each preset to be an object such as {"name": "nova-calm", "voice": "nova"}')
+    fields = dict(item) if name is None else {"name": name, **item}
+    unknown = set(fields) - {*_PRESET_TEXT, "speed", "languages"}
+    if unknown:
+        raise vol.Invalid(
+            f"unknown preset field {sorted(unknown)[0]!r} (known: {', '.join(_PRESET_TEXT)}, speed, languages)"
+        )
+    for key in _PRESET_TEXT:
+        value = fields.get(key)
+        if value is not None and not isinstance(value, (str, int, float)):
+            raise vol.Invalid(f"preset field {key!r} must be text")
+        fields[key] = str(value).strip() if value is not None and str(value).strip() else None
+    for key in ("name", "voice"):
+        if fields[key] is None:
+            raise vol.Invalid(f"every preset needs a {key}")
+    try:
+        speed = optional(number(float, 0.25, 4.0))(fields.get("speed"))
+    except vol.Invalid as err:
+        raise vol.Invalid(f"preset {fields['name']!r}: speed {err.msg}") from None
+    languages = tuple(words(fields.get("languages") or []))
+    return VoicePreset(
+        fields["name"], fields["voice"], fields["model"], fields["instructions"], speed, languages, fields["label"]
+    )
+
+
+def _voice_presets(value: Any) -> tuple[VoicePreset, ...]:
+    """A JSON (or YAML) list of presets, or a mapping of name -> preset."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return ()
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise vol.Invalid(f"malformed JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+    if value is None:
+        return ()
+    if isinstance(value, dict):
+        presets = [_voice_preset(item, str(name)) for name, item in value.items()]
+    elif isinstance(value, (list, tuple)):
+        presets = [_voice_preset(item) for item in value]
+    else:
+        raise vol.Invalid("expected a list of presets")
+    names = [preset.name for preset in presets]
+    if len(set(names)) != len(names):
+        raise vol.Invalid(f"two presets are named {next(n for n in names if names.count(n) > 1)!r}")
+    return tuple(presets)
+
+
+def _pronunciation_file(value: Any) -> tuple[speech_text.Pronunciation, ...]:
+    """A YAML file's path; in the --config file, the mapping itself may stand here."""
+    try:
+        if isinstance(value, dict):
+            return speech_text.parse_mapping(value)
+        if value is None or not str(value).strip():
+            return ()
+        return speech_text.load_file(str(value).strip())
+    except ValueError as err:
+        raise vol.Invalid(str(err)) from None
+
+
+def _pronunciation_lines(value: Any) -> tuple[speech_text.Pronunciation, ...]:
+    """WRITTEN=SPOKEN lines: one per line in the environment, one per item in a list."""
+    if value is None:
+        return ()
+    lines = value.splitlines() if isinstance(value, str) else [str(item) for item in value]
+    try:
+        return speech_text.parse_lines(lines)
+    except ValueError as err:
+        raise vol.Invalid(str(err)) from None
 
 
 def _http_url(value: Any) -> str:
@@ -193,6 +284,11 @@ OPTIONS: tuple[Option, ...] = (
     _opt("tts_models", "TTS_MODELS", ["gpt-4o-mini-tts", "tts-1"], words, "text-to-speech models; the first is the default", is_list=True),
     _opt("tts_voices", "TTS_VOICES", [], words, "voices to offer (discovered, or OpenAI's, when empty); the first is the default", is_list=True),
     _opt("tts_voice_labels", "TTS_VOICE_LABELS", {}, _voice_labels, "display names: voice=Label pairs, or a JSON object", is_list=True),
+    _opt("tts_voice_presets", "TTS_VOICE_PRESETS", [], _voice_presets, "named voices: a JSON list of {name, voice, model, instructions, speed, languages, label}, offered after the voices"),
+    _opt("tts_clean_text", "TTS_CLEAN_TEXT", True, boolean, "speak the words of markdown, links, emoji and HTML, not the marks (off: the text goes upstream untouched)", flag_nargs="?", flag_const="true"),
+    _opt("tts_clean_urls", "TTS_CLEAN_URLS", "host", lower_choice(*speech_text.URL_CHOICES), "what a bare URL becomes when cleaning: host (its host name) or drop"),
+    _opt("tts_pronunciations", "TTS_PRONUNCIATIONS", None, _pronunciation_file, "YAML file of pronunciations (written: spoken, per language; see docs/pronunciations.md)"),
+    _opt("tts_pronounce", "TTS_PRONOUNCE", None, _pronunciation_lines, "pronunciations as WRITTEN=SPOKEN lines (de:WRITTEN=SPOKEN for one language, /REGEX/=SPOKEN)", is_list=True),
     _opt("tts_streaming_models", "TTS_STREAMING_MODELS", [], words, "models that speak while the text is still arriving", is_list=True),
     _opt("tts_realtime_models", "TTS_REALTIME_MODELS", [], words, "models used through the Realtime API", is_list=True),
     _opt("tts_speed", "TTS_SPEED", None, optional(number(float, 0.25, 4.0)), "speaking speed, 0.25 to 4.0"),
@@ -253,6 +349,11 @@ class Settings:
     tts_models: list[str]
     tts_voices: list[str]
     tts_voice_labels: dict[str, str]
+    tts_voice_presets: tuple[VoicePreset, ...]
+    tts_clean_text: bool
+    tts_clean_urls: str
+    tts_pronunciations: tuple[speech_text.Pronunciation, ...]
+    tts_pronounce: tuple[speech_text.Pronunciation, ...]
     tts_streaming_models: list[str]
     tts_realtime_models: list[str]
     tts_speed: float | None

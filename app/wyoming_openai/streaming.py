@@ -22,9 +22,12 @@ from .tts import Synthesizer
 
 _LOGGER = logging.getLogger(__name__)
 
-# Worth asking the segmenter only once a sentence could have ended: punctuation then a space, or a newline.
-_POSSIBLE_END = re.compile(r"[.!?…。！？;:]['\"”’)\]]*\s|\n")
+# Worth asking the segmenter only once a sentence could have ended: punctuation then a space, or a
+# newline. Closing quotes, brackets and markdown marks may stand between ("**Done!** I …").
+_POSSIBLE_END = re.compile(r"[.!?…。！？;:]['\"”’)\]*_~`]*\s|\n")
 _CLAUSE_BREAK = re.compile(r"[,;:–—]\s")
+_SPACE = re.compile(r"\s+")
+_UNSPACED_ENDS = frozenset("。！？")  # languages written without spaces end sentences right before the next
 
 
 @functools.cache
@@ -42,12 +45,26 @@ def warm_up(languages: list[str]) -> None:
 
 
 class SentenceSplitter:
-    """Cuts a growing text into speakable pieces (pySBD, rule-based, many languages)."""
+    """Cuts a growing text into speakable pieces (pySBD, rule-based, many languages).
 
-    def __init__(self, language: str | None, min_words: int | None = None, max_chars: int | None = None) -> None:
+    ``prepare`` makes each sentence speakable (speech_text: markdown, emoji, pronunciations) as soon
+    as it is cut, before sentences are grouped to ``min_words`` and limited to ``max_chars``: the
+    limits then hold for what the upstream gets, and a sentence with nothing to say is dropped.
+    A marker whose partner is in another sentence ("**Done!" | "** I …") is dropped with the rest.
+    """
+
+    def __init__(
+        self,
+        language: str | None,
+        min_words: int | None = None,
+        max_chars: int | None = None,
+        prepare: Callable[[str], str] | None = None,
+    ) -> None:
+        self.language = language
         self._segmenter = _segmenter(language)
         self.min_words = min_words or 1
         self.max_chars = max_chars
+        self.prepare = prepare
         self._buffer = ""
         self._short = ""  # complete sentences held back until they reach min_words
 
@@ -58,9 +75,31 @@ class SentenceSplitter:
         spans = self._segmenter.segment(self._buffer)
         if len(spans) < 2:
             return []
-        rest_start = spans[-1].start
-        complete, self._buffer = self._buffer[:rest_start], self._buffer[rest_start:]
-        return self._group([span.sent for span in spans[:-1]] if complete else [])
+        cuts = self._cuts([span.start for span in spans[1:]])
+        if not cuts:
+            return []
+        buffer = self._buffer
+        self._buffer = buffer[cuts[-1] :]
+        return self._group([buffer[start:end] for start, end in zip([0, *cuts], cuts, strict=False)])
+
+    def _cuts(self, starts: list[int]) -> list[int]:
+        """Where sentences start, never inside a run of non-space characters: pySBD cuts
+        "https://x.org/a?id=2." after the "?" and "**Done!** I" after the "!", which would leave
+        a URL's tail or a marker's partner to another request. Such a cut moves to the next space;
+        one that cannot be placed yet (no word after the space so far) waits for more text."""
+        buffer = self._buffer
+        cuts: list[int] = []
+        for start in starts:
+            if not buffer[start - 1].isspace() and buffer[start - 1] not in _UNSPACED_ENDS:
+                space = _SPACE.search(buffer, start)
+                if space is None or space.end() == len(buffer):
+                    break
+                start = space.end()
+            if "<!--" in buffer and buffer.rfind("<!--", 0, start) > buffer.rfind("-->", 0, start):
+                break  # inside an HTML comment: its words are not for speaking
+            if start > (cuts[-1] if cuts else 0):
+                cuts.append(start)
+        return cuts
 
     def flush(self) -> list[str]:
         """Whatever is left when the text has ended."""
@@ -74,6 +113,11 @@ class SentenceSplitter:
     def _group(self, sentences: list[str]) -> list[str]:
         pieces: list[str] = []
         for sentence in sentences:
+            if self.prepare is not None:
+                sentence = self.prepare(sentence)
+                if not sentence:
+                    continue
+                sentence += " "  # cut from its trailing space
             self._short += sentence
             if len(self._short.split()) >= self.min_words:
                 pieces.extend(self._limit(self._short.strip()))
@@ -126,6 +170,8 @@ class SpeechStream:
         self.format: PcmFormat | None = None
         self.sentences = 0
         self.finishing = False  # the text is complete; failures now surface from finish()
+        self._unsaid = False  # text arrived of which nothing was worth saying (only emoji, marks)
+        splitter.prepare = functools.partial(synthesizer.speakable, voice=voice, language=splitter.language)
         self._slots = asyncio.Semaphore(concurrency)
         self._queue: asyncio.Queue[_Sentence | None] = asyncio.Queue()
         self._fetches: set[asyncio.Task] = set()
@@ -135,11 +181,14 @@ class SpeechStream:
     def add_text(self, text: str) -> None:
         for sentence in self.splitter.push(text):
             self._start(sentence)
+        self._unsaid = self._unsaid or bool(text.strip())
 
     async def finish(self) -> None:
         """The text is complete: speak the rest and wait until everything has been played."""
         for sentence in self.splitter.flush():
             self._start(sentence)
+        if not self.sentences and self._unsaid:
+            self._start("")  # the client asked for speech: a moment of silence rather than none
         self._queue.put_nowait(None)
         await self.player
 
@@ -160,7 +209,7 @@ class SpeechStream:
     async def _fetch(self, sentence: _Sentence) -> None:
         await self._slots.acquire()  # released by the player once this sentence has been played
         try:
-            async for piece in self.synthesizer.synthesize(sentence.text, self.voice):
+            async for piece in self.synthesizer.speak(sentence.text, self.voice):
                 sentence.audio.put_nowait(piece)
             sentence.audio.put_nowait(None)
         except asyncio.CancelledError:

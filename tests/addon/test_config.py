@@ -6,6 +6,8 @@ frenck/action-addon-linter), plus what this add-on promises on top.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 import shutil
 import struct
@@ -75,7 +77,10 @@ NOT_IN_ADDON = {
     "log_max_bytes": "the Supervisor keeps the add-on's log",
     "log_backup_count": "the Supervisor keeps the add-on's log",
     "workers": "one household's clients fit one process; s6 supervises that one process",
+    "tts_pronunciations": "a file of the user's, which the container cannot see: the form takes lines (tts_pronounce)",
 }
+# Form lists the proxy does not read as space-separated words: one line per item, or a JSON list of objects.
+LIST_FORMS = {"tts_pronounce": "lines", "tts_voice_presets": "objects"}
 # Options of the OpenAI-compatible API (wyoming-openai serve-openai), not of the proxy: the add-on's
 # option -> the API's option (None: the switch, read by the run script only).
 API_OPTIONS = {
@@ -83,6 +88,7 @@ API_OPTIONS = {
     "openai_api_port": "port",
     "openai_api_keys": "api_keys",
     "openai_api_wyoming_uris": "wyoming_uris",
+    "openai_api_clean_text": "clean_text",
 }
 API_PORT = 8000
 # Options whose form value is a lower-case choice the run script upper-cases ("auto": left out).
@@ -103,11 +109,14 @@ def element(schema: Any) -> str:
 
 
 def is_optional(schema: Any) -> bool:
-    return element(schema).endswith("?")
+    # A list of objects is never optional to the Supervisor: it must be in options, if only as [].
+    return isinstance(element(schema), str) and element(schema).endswith("?")
 
 
-def validate_value(schema: str, value: Any) -> str | None:
+def validate_value(schema: str | dict[str, str], value: Any) -> str | None:
     """Supervisor-style check of one value; returns the problem, or None."""
+    if isinstance(schema, dict):
+        return validate_object(schema, value)
     if value is None:
         return "null values are refused"
     match = SCHEMA_ELEMENT.match(schema)
@@ -135,6 +144,21 @@ def validate_value(schema: str, value: Any) -> str | None:
         return None if str(value) in match.group("choices").split("|") else "not a choice"
     if schema.rstrip("?") == "bool":
         return None if isinstance(value, bool) else "not a boolean"
+    return None
+
+
+def validate_object(schema: dict[str, str], value: Any) -> str | None:
+    """An item of a list of objects: each field checked; a field without "?" is required."""
+    if not isinstance(value, dict):
+        return "not an object"
+    if set(value) - set(schema):
+        return f"unknown fields {sorted(set(value) - set(schema))}"  # the Supervisor drops them, with a warning
+    for field_name, field_schema in schema.items():
+        if field_name not in value:
+            if not field_schema.endswith("?"):
+                return f"missing {field_name}"
+        elif problem := validate_value(field_schema, value[field_name]):
+            return f"{field_name}: {problem}"
     return None
 
 
@@ -197,7 +221,11 @@ def test_the_port_is_the_same_everywhere(addon_config):
 def test_schema_elements_are_valid(addon_config):
     for name, schema in addon_config["schema"].items():
         if isinstance(schema, list):
-            assert len(schema) == 1 and isinstance(schema[0], str), name
+            assert len(schema) == 1 and isinstance(schema[0], (str, dict)), name
+        if isinstance(element(schema), dict):  # a list of objects: plain elements inside, no further nesting
+            for field_name, field_schema in element(schema).items():
+                assert isinstance(field_schema, str) and SCHEMA_ELEMENT.match(field_schema), (name, field_name)
+            continue
         assert SCHEMA_ELEMENT.match(element(schema)), f"{name}: unknown type {schema!r}"
 
 
@@ -239,7 +267,8 @@ def test_lists_in_the_form_are_lists_for_the_proxy(addon_config):
     for name, schema in proxy_schema(addon_config).items():
         option = settings.OPTIONS_BY_NAME[name]
         proxy_takes_words = option.validate is settings.words
-        assert isinstance(schema, list) == proxy_takes_words, name
+        assert isinstance(schema, list) == (proxy_takes_words or name in LIST_FORMS), name
+    assert isinstance(element(addon_config["schema"]["tts_voice_presets"]), dict)
 
 
 def proxy_accepts(name: str, value: Any) -> bool:
@@ -254,6 +283,8 @@ def proxy_accepts(name: str, value: Any) -> bool:
 def test_the_form_accepts_only_what_the_proxy_accepts(addon_config):
     """Range ends and every choice of the form are valid for the proxy."""
     for name, schema in proxy_schema(addon_config).items():
+        if isinstance(element(schema), dict):
+            continue  # test_preset_fields_are_the_proxy_s
         match = SCHEMA_ELEMENT.match(element(schema))
         if match.group("choices"):
             for choice in match.group("choices").split("|"):
@@ -277,6 +308,25 @@ def test_default_options_are_valid_for_the_proxy(addon_config):
         assert proxy_accepts(name, value), name
 
 
+def test_preset_fields_are_the_proxy_s(addon_config):
+    fields = element(addon_config["schema"]["tts_voice_presets"])
+    assert set(fields) == {f.name for f in dataclasses.fields(settings.VoicePreset)}
+    assert {name for name, schema in fields.items() if not schema.endswith("?")} == {"name", "voice"}
+    low, high = SCHEMA_ELEMENT.match(fields["speed"]).group("low", "high")
+    for speed in (low, high):
+        preset = {
+            "name": "n",
+            "voice": "v",
+            "model": "m",
+            "instructions": "i",
+            "languages": "en de",
+            "speed": float(speed),
+        }
+        assert validate_object(fields, preset) is None
+        assert proxy_accepts("tts_voice_presets", json.dumps([preset])), speed
+    assert validate_object(fields, {"name": "n"}) == "missing voice"
+
+
 # --- the OpenAI-compatible API's options ---------------------------------------------------
 
 
@@ -288,7 +338,10 @@ def test_api_options_are_the_apis_own(addon_config):
             continue
         option = api_config.OPTIONS_BY_NAME[api_name]
         assert isinstance(schema[name], list) == option.is_list, name
-    assert option.default == [] and api_config.OPTIONS_BY_NAME["port"].default == API_PORT
+    assert (
+        api_config.OPTIONS_BY_NAME["wyoming_uris"].default == []
+        and api_config.OPTIONS_BY_NAME["port"].default == API_PORT
+    )
 
 
 def test_api_is_off_by_default_and_its_keys_are_passwords(addon_config):

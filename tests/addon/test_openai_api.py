@@ -182,7 +182,10 @@ async def test_wyoming_port_of_add_ons_with_several_ports(scripts, supervisor, a
 async def test_a_mapped_port_and_another_port_and_keys(scripts, supervisor, addon_config):
     supervisor.addons = {"core_whisper": official_whisper()}
     supervisor.self_network = {"10300/tcp": None, "8000/tcp": 18000}
-    opts = options(addon_config, openai_api=True, openai_api_keys=[API_KEY_1, API_KEY_2], log_level="warning")
+    opts = options(
+        addon_config, openai_api=True, openai_api_keys=[API_KEY_1, API_KEY_2], log_level="warning",
+        openai_api_clean_text=True,
+    )  # fmt: skip
     result = await run(scripts, supervisor, opts)
 
     assert api_env(result.env) == {
@@ -191,8 +194,10 @@ async def test_a_mapped_port_and_another_port_and_keys(scripts, supervisor, addo
         "OPENAI_API_WYOMING_URIS": "tcp://core-whisper:10300",
         "OPENAI_API_KEYS": f"{API_KEY_1} {API_KEY_2}",
         "OPENAI_API_LOG_LEVEL": "WARNING",
+        "OPENAI_API_CLEAN_TEXT": "true",
     }
-    assert api_config.load([], environ=result.env).api_keys == (API_KEY_1, API_KEY_2)
+    loaded = api_config.load([], environ=result.env)
+    assert loaded.api_keys == (API_KEY_1, API_KEY_2) and loaded.clean_text is True
 
     # A host port for 8000/tcp, at info level: a second run shows the address on the network.
     result = await run(scripts, supervisor, {**opts, "log_level": "info"})

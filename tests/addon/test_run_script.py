@@ -100,6 +100,21 @@ EVERYTHING = {
     "tts_models": ["kokoro", "tts-1"],
     "tts_voices": ["af_heart", "bf_emma"],
     "tts_voice_labels": "af_heart=Heart, bf_emma=Emma",
+    "tts_voice_presets": [
+        {
+            "name": "heart-calm",
+            "voice": "af_heart",
+            "model": "kokoro",
+            "instructions": 'Speak "calmly" & warmly',
+            "speed": 0.9,
+            "languages": "en de",
+            "label": "Heart (calm)",
+        },
+        {"name": "emma-de", "voice": "bf_emma"},
+    ],
+    "tts_clean_text": False,
+    "tts_clean_urls": "drop",
+    "tts_pronounce": ["HA=Home Assistant", "de:°C=Grad Celsius"],
     "tts_streaming_models": ["kokoro"],
     "tts_realtime_models": ["tts-1"],
     "tts_speed": 1.5,
@@ -147,6 +162,13 @@ EVERYTHING_ENV = {
     "TTS_MODELS": "kokoro tts-1",
     "TTS_VOICES": "af_heart bf_emma",
     "TTS_VOICE_LABELS": "af_heart=Heart, bf_emma=Emma",
+    "TTS_VOICE_PRESETS": (
+        '[{"name":"heart-calm","voice":"af_heart","model":"kokoro","instructions":"Speak \\"calmly\\" & warmly",'
+        '"speed":0.9,"languages":"en de","label":"Heart (calm)"},{"name":"emma-de","voice":"bf_emma"}]'
+    ),
+    "TTS_CLEAN_TEXT": "false",
+    "TTS_CLEAN_URLS": "drop",
+    "TTS_PRONOUNCE": "HA=Home Assistant\nde:°C=Grad Celsius",
     "TTS_STREAMING_MODELS": "kokoro",
     "TTS_REALTIME_MODELS": "tts-1",
     "TTS_SPEED": "1.5",
@@ -209,6 +231,17 @@ async def test_everything_set(scripts, supervisor):
     assert loaded.tts_backend is settings.Backend.KOKORO_FASTAPI
     assert loaded.tts_voices == ["af_heart", "bf_emma"]
     assert loaded.tts_voice_labels == {"af_heart": "Heart", "bf_emma": "Emma"}
+    assert loaded.tts_voice_presets == (
+        settings.VoicePreset(
+            "heart-calm", "af_heart", "kokoro", 'Speak "calmly" & warmly', 0.9, ("en", "de"), "Heart (calm)"
+        ),
+        settings.VoicePreset("emma-de", "bf_emma"),
+    )
+    assert loaded.tts_clean_text is False and loaded.tts_clean_urls == "drop"
+    assert [(p.written, p.spoken, p.language) for p in loaded.tts_pronounce] == [
+        ("HA", "Home Assistant", None),
+        ("°C", "Grad Celsius", "de"),
+    ]
     assert loaded.stt_extra_body == {"vad_filter": True}
     assert loaded.tts_speed == 1.5
     assert loaded.tts_split_text is True

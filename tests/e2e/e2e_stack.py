@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
@@ -130,9 +131,12 @@ class ProxyServer:
 
 
 async def start_proxy(
-    name: str, upstream: FakeUpstream, workdir: Path, *flags: str, voices: bool = True
+    name: str, upstream: FakeUpstream, workdir: Path, *flags: str, voices: bool | tuple[str, ...] = True
 ) -> ProxyServer:
-    """``python -m wyoming_openai`` as the add-on runs it; cwd outside the repo (its add-on folder shadows the package)."""
+    """``python -m wyoming_openai`` as the add-on runs it; cwd outside the repo (its add-on folder shadows the package).
+
+    Ready once it offers ``voices`` (VOICES, discovered from the stand-in, when True; any answer when False)."""
+    expected = list(VOICES) if voices is True else list(voices or ())
     port = free_port()
     process = Process(f"proxy {name}", workdir / f"proxy-{name}.log")
     argv = (
@@ -149,13 +153,13 @@ async def start_proxy(
         process.check_running()
         try:
             info = await describe(port)
-            if not voices or (info.tts and [v.name for v in info.tts[0].voices] == list(VOICES)):
+            if not expected or (info.tts and [v.name for v in info.tts[0].voices] == expected):
                 return server
         except (OSError, TimeoutError, AssertionError):
             pass
         if time.monotonic() > deadline:
             await process.stop()
-            raise AssertionError(f"proxy {name} did not offer {VOICES} within 20 s:\n{process.log()[-4000:]}")
+            raise AssertionError(f"proxy {name} did not offer {expected} within 20 s:\n{process.log()[-4000:]}")
         await asyncio.sleep(0.1)
 
 
@@ -291,6 +295,8 @@ async def start_home_assistant(workdir: Path, integrations: tuple[str, ...] = BA
     python = home_assistant_or_skip()
     config_dir = workdir / "ha-config"
     config_dir.mkdir(parents=True)
+    # A streaming LLM agent of our own (custom_components/e2e_llm): set up only by the tests that add it.
+    shutil.copytree(HERE / "custom_components", config_dir / "custom_components")
     port = free_port()
     ffmpeg = (HA_VENV / ".e2e-ffmpeg").read_text().strip()
     (config_dir / "configuration.yaml").write_text(configuration_yaml(port, ffmpeg, integrations))

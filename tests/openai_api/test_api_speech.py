@@ -347,3 +347,15 @@ async def test_program_selected_on_a_server_with_two_tts_programs(start_api: Sta
         assert server.received.selected == ["tone-tts-fifth", "tone-tts"]
     finally:
         await server.stop()
+
+
+async def test_clean_text_gives_the_wyoming_server_only_the_words(start_api: StartApi, tone_server: ToneServer) -> None:
+    answer = "**Sure!** Open [the docs](https://example.com/docs) 📖 and run `make`."
+    plain = await start_api([tone_server.uri])
+    await plain.client.audio.speech.create(model="tone-tts", voice="low", input=answer, response_format="wav")
+    assert tone_server.received.synthesizes[-1].text == answer  # off by default: the text as sent
+    cleaning = await start_api([tone_server.uri], clean_text=True)
+    await cleaning.client.audio.speech.create(model="tone-tts", voice="low", input=answer, response_format="wav")
+    assert tone_server.received.synthesizes[-1].text == "Sure! Open the docs and run make."
+    with pytest.raises(openai.BadRequestError, match="nothing to speak"):
+        await cleaning.client.audio.speech.create(model="tone-tts", voice="low", input="👍 **", response_format="wav")

@@ -22,6 +22,7 @@ from aiohttp import web
 from wyoming.asr import Transcript, TranscriptChunk
 
 from ..audio import AudioDecodeError, AudioTooLongError, PcmFormat, decode_file
+from ..speech_text import clean_text, speakable
 from . import auth, cors, multipart
 from .catalog import AsrModel, TtsModel
 from .config import ApiSettings
@@ -118,6 +119,18 @@ def _speed(value: Any) -> float:
     return speed
 
 
+def _spoken_input(text: str, settings: ApiSettings) -> str:
+    """With --clean-text, the words of ``text`` (chat answers come with markdown and emoji)."""
+    if not settings.clean_text:
+        return text
+    cleaned = clean_text(text)
+    if not speakable(cleaned):
+        raise invalid(
+            "'input' has nothing to speak once markdown, links and emoji are removed.", "input", "empty_input"
+        )
+    return cleaned
+
+
 def _true(value: str | None) -> bool:
     return (value or "").strip().lower() in ("true", "1", "yes", "on")
 
@@ -151,7 +164,7 @@ def _speech_request(body: dict[str, Any], settings: ApiSettings) -> _SpeechReque
         raise invalid("Missing required parameter: 'voice'.", "voice", "missing_required_parameter")
     return _SpeechRequest(
         model=model_id,
-        text=text,
+        text=_spoken_input(text, settings),
         voice=body.get("voice"),
         response_format=_choice(body.get("response_format"), "response_format", SPEECH_FORMATS, "mp3"),
         stream_format=_choice(body.get("stream_format"), "stream_format", ("audio", "sse"), "audio"),

@@ -93,6 +93,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("cors_origins", [], _origins, "browser origins allowed to call the API (* for any; none: CORS off)", is_list=True),
     _opt("max_upload_mb", 25.0, number(float, 0.001, 4096), "largest request body, in megabytes (transcription uploads)"),
     _opt("max_input_chars", 4096, number(int, 1, 1_000_000), "longest text accepted for speech"),
+    _opt("clean_text", False, boolean, "speak only the words of /v1/audio/speech input: markdown, links (their text), URLs (their host), emoji and HTML removed", flag_nargs="?", flag_const="true"),
     _opt("max_audio_seconds", 1800.0, number(float, 1), "longest decoded upload accepted for transcription, in seconds"),
     _opt("connect_timeout", 5.0, number(float, 0.05, 600), "seconds to connect to a Wyoming server"),
     _opt("read_timeout", 120.0, number(float, 0.05, 3600), "seconds a Wyoming server may stay silent while answering"),
@@ -112,6 +113,7 @@ class ApiSettings:
     cors_origins: tuple[str, ...] = ()
     max_upload_mb: float = 25.0
     max_input_chars: int = 4096
+    clean_text: bool = False
     max_audio_seconds: float = 1800.0
     connect_timeout: float = 5.0
     read_timeout: float = 120.0
