@@ -182,6 +182,18 @@ async def test_a_streamed_answer_in_a_preset_voice(start_proxy, upstream, tmp_pa
     assert {(b["voice"], b["speed"], b["instructions"]) for b in bodies} == {("nova", 0.9, "Speak calmly and warmly")}
 
 
+async def test_a_preset_s_language_cuts_its_streamed_sentences(start_proxy, upstream, tmp_path):
+    # English rules end a sentence at "3." ("am 3. | Oktober"); German ones know it is a date.
+    config = tmp_path / "config.yaml"
+    preset = {"name": "nova-de", "voice": "nova", "model": "gpt-4o-mini-tts", "languages": ["de"]}
+    config.write_text(json.dumps({"tts_voice_presets": [preset], "languages": ["en"]}))
+    proxy = await start_proxy("--config", str(config), *STREAMING)
+    async with Client(proxy_port(proxy)) as client:
+        words = "Wir treffen uns am 3. Oktober im Park. Bis dann, und viel Spaß."
+        await stream(client, [f" {word}" for word in words.split()], voice="nova-de")
+    assert inputs(upstream) == ["Wir treffen uns am 3. Oktober im Park.", "Bis dann, und viel Spaß."]
+
+
 async def test_realtime_speech_is_clean_and_takes_the_preset(realtime):
     from harness import TEST_KEY
 

@@ -293,8 +293,10 @@ class Handler(AsyncEventHandler):
 
     def _new_stream(self, synthesizer: Synthesizer, voice: Voice, language: str | None) -> SpeechStream:
         settings = self.services.settings
-        splitter = SentenceSplitter(
-            language or settings.languages[0], settings.tts_streaming_min_words, settings.tts_streaming_max_chars
+        splitter = SentenceSplitter(  # in the language the voice speaks (a preset's own, if it has some)
+            voice.language(language) or settings.languages[0],
+            settings.tts_streaming_min_words,
+            settings.tts_streaming_max_chars,
         )
         stream = SpeechStream(synthesizer, voice, splitter, settings.tts_concurrent_requests, self._emit_audio)
         stream.player.add_done_callback(self._on_player_done)
