@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
@@ -23,6 +23,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 from .audio import AudioDecodeError, PcmFormat
 from .catalog import Catalog, Voice
 from .framing import encode_event
+from .monitor import Monitor
 from .settings import Settings
 from .streaming import SentenceSplitter, SpeechStream
 from .stt import Transcriber, Utterance, UtteranceTooLong
@@ -46,8 +47,9 @@ class ClientError(Exception):
 class Services:
     settings: Settings
     catalog: Catalog
-    transcriber: Transcriber | None
-    synthesizer: Synthesizer | None
+    transcriber: Transcriber | None  # failover.FailoverTranscriber: the same calls, over primary + fallback
+    synthesizer: Synthesizer | None  # failover.FailoverSynthesizer
+    monitor: Monitor = field(default_factory=Monitor)
 
 
 class Handler:
@@ -58,6 +60,7 @@ class Handler:
         self.closing: asyncio.Future | None = None
         self.live: RealtimeTranscription | None = None  # a Realtime session taking the audio as it comes
         self._reset()
+        services.monitor.client_connected(self)
 
     def _reset(self) -> None:
         self.stt_model: str | None = None
@@ -313,6 +316,7 @@ class Handler:
 
     async def disconnect(self) -> None:
         """The connection is over: stop any synthesis or Realtime session still running for it."""
+        self.services.monitor.client_disconnected(self)
         await self._close_live()
         if self.stream is not None:
             await self.stream.cancel()
