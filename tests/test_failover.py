@@ -14,7 +14,7 @@ import pytest
 from audio_samples import tone
 from harness import FALLBACK_KEY, TEST_KEY, URL_PASSWORD, Client, proxy_port
 from test_streaming import SENTENCES, stream_session, tokens
-from upstream import Fault, FakeUpstream
+from upstream import FakeUpstream, Fault
 from wyoming.asr import Transcribe
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.tts import Synthesize
