@@ -19,6 +19,7 @@ REFERENCE = SHARED / "reference"
 TEST_KEY = "test-key-3f9a7c1e5b"
 URL_PASSWORD = "hunter2-pass"
 FALLBACK_KEY = "fallback-key-8d2e4a6c0b"  # the fallback stand-in's: a different key from the primary's
+FALLBACK_VOICES = ["af_heart", "bf_emma"]
 # Every credential the tests hand the proxy: none may reach a log record, at any level.
 TEST_SECRETS = (
     TEST_KEY, URL_PASSWORD, "test-wrong-key-0123456789", "stt-key-value", "tts-key-value",

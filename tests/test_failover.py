@@ -7,12 +7,12 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import aiohttp
 import pytest
 from audio_samples import tone
-from harness import FALLBACK_KEY, TEST_KEY, URL_PASSWORD, Client, proxy_port
+from harness import FALLBACK_KEY, FALLBACK_VOICES, TEST_KEY, URL_PASSWORD, Client, proxy_port
 from test_streaming import SENTENCES, stream_session, tokens
 from upstream import FakeUpstream, Fault
 from wyoming.asr import Transcribe
@@ -23,21 +23,8 @@ from wyoming_openai import failover
 
 FALLBACK_STT_MODEL = "Systran/faster-whisper-small"
 FALLBACK_TTS_MODEL = "kokoro"
-FALLBACK_VOICES = ["af_heart", "bf_emma"]
 # Short time-outs, so a hanging primary costs the test half a second.
 FAST = ("--upstream-timeout", "0.5", "--upstream-read-timeout", "0.5", "--upstream-connect-timeout", "0.5")
-
-
-@pytest.fixture
-async def fallback() -> AsyncIterator[FakeUpstream]:
-    server = FakeUpstream(key=FALLBACK_KEY, backend="KOKORO_FASTAPI", voices=FALLBACK_VOICES)
-    server.transcript = "heard by the fallback"
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-    assert not server.violations, f"requests broke the OpenAI spec: {server.violations}"
 
 
 def closed_port() -> int:
