@@ -70,7 +70,10 @@ function svg(name, attributes) {
 
 function drawPlot(plot, now) {
   const box = document.getElementById("plot");
-  const width = 600, height = 160, left = 34, bottom = 18, top = 6;
+  // Drawn in the element's own pixels, so the hour spans the whole width and dots stay round.
+  const width = Math.max(300, Math.round(box.getBoundingClientRect().width)), height = 160;
+  const left = 34, bottom = 18, top = 6;
+  box.setAttribute("viewBox", `0 0 ${width} ${height}`);
   const all = [...plot.stt, ...plot.tts].map(([, s]) => s);
   const ceiling = Math.max(0.5, ...all) * 1.1;
   const x = (t) => left + ((t - (now - HOUR_S)) / HOUR_S) * (width - left - 4);
@@ -84,7 +87,7 @@ function drawPlot(plot, now) {
     box.append(label);
   }
   for (const [text, t] of [["-60 min", now - HOUR_S], ["-30 min", now - HOUR_S / 2], ["now", now]]) {
-    const label = svg("text", { x: Math.min(x(t), width - 22), y: height - 4 });
+    const label = svg("text", { x: Math.min(x(t), width - 34), y: height - 4 });
     label.textContent = text;
     box.append(label);
   }
