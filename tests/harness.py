@@ -27,7 +27,7 @@ TEST_SECRETS = (
     "test-key-not-real-stt-7f3a", "test-key-not-real-tts-9c1d", "test-key-not-real-e2e-5b8e", "supervisor-token-not-real",
     "test-api-key-not-real-4b8e", "test-api-key-not-real-d27a",
     # fallback upstreams (tests/test_failover.py, tests/test_settings.py)
-    FALLBACK_KEY, "stt-fallback-key-value", "tts-fallback-key-value", "fb-pass",
+    FALLBACK_KEY, "stt-fallback-key-value", "tts-fallback-key-value", "fb-pass", "test-key-not-real-fallback-3e6b",
 )  # fmt: skip
 
 

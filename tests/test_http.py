@@ -261,3 +261,11 @@ async def test_the_page_and_its_files_use_relative_paths(start_proxy):
         assert status == 200 and text
         for absolute in ('href="/', 'src="/', 'fetch("/', "fetch('/", "url(/"):
             assert absolute not in text, (path, absolute)
+
+
+async def test_a_taken_port_costs_the_page_not_the_voice(start_proxy, upstream, caplog):
+    first = await start_proxy(*HTTP)
+    second = await start_proxy("--http-port", str(first.http.port))
+    assert second.http is None
+    assert any("Cannot serve the status page on port" in r.getMessage() for r in caplog.records)
+    await speak(proxy_port(second))

@@ -127,8 +127,13 @@ class Proxy:
         await self.server.start()
         _LOGGER.info("Wyoming OpenAI %s serving on %s", __version__, settings.uri)
         if settings.http_port is not None:
-            self.http = StatusServer(services)
-            await self.http.start()
+            http = StatusServer(services)
+            try:
+                await http.start()
+            except OSError as err:  # the voice matters more than its status page: serve on without
+                _LOGGER.error("Cannot serve the status page on port %s: %s", settings.http_port, err.strerror or err)
+            else:
+                self.http = http
         _warn_about_keys(settings)
         self.discovery = asyncio.create_task(discover(services), name="discovery")
         # What start-up made (modules, sentence rules, the catalog) lives as long as the process:
@@ -203,10 +208,11 @@ WORKER_ENV = "WYOMING_OPENAI_WORKER"  # set by the parent for its worker process
 
 def _run_workers(settings: Settings, argv: list[str]) -> int:
     """Start N copies of this server on one port (SO_REUSEPORT: the kernel spreads connections)
-    and stop them together. Only the first announces itself on the network."""
+    and stop them together. Only the first announces itself on the network and serves the HTTP
+    port (its page and metrics count its own share of the clients)."""
     children = []
     for index in range(settings.workers):
-        extra = ["--workers", "1"] + ([] if index == 0 else ["--zeroconf="])
+        extra = ["--workers", "1"] + ([] if index == 0 else ["--zeroconf=", "--http-port="])
         children.append(
             subprocess.Popen(
                 [sys.executable, "-m", "wyoming_openai", *argv, *extra], env={**os.environ, WORKER_ENV: "1"}
