@@ -40,6 +40,9 @@ class RequestRecord:
     time: float  # wall clock at the request's start
     fell_back_after: str | None = None  # the primary's failure that sent it to the fallback
 
+    def __str__(self) -> str:  # formatted only when the log line is written
+        return self.log_line()
+
     def log_line(self) -> str:
         what = self.model if self.voice is None else f"{self.model}/{self.voice}"
         route = self.upstream + (f" (primary: {self.fell_back_after})" if self.fell_back_after else "")
@@ -132,7 +135,7 @@ class Monitor:
         self.fallbacks.labels(direction, reason).inc()
 
     def request(self, record: RequestRecord) -> None:
-        _LOGGER.info("%s", record.log_line())
+        _LOGGER.info("%s", record)
         self.recent.append(record)
         self.requests.labels(record.direction, record.upstream, record.outcome).inc()
         self.request_duration.labels(record.direction, record.upstream).observe(record.total)
