@@ -12,7 +12,6 @@ rest skip it ("breaker open"). The goal: within 0.5 s of the fallback alone.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 
