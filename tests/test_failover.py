@@ -349,3 +349,16 @@ async def test_no_key_of_either_upstream_on_the_pages(start_proxy, upstream, fal
     assert "http://***@127.0.0.1" in everything  # the fallback's URL is shown, redacted
     for secret in (TEST_KEY, FALLBACK_KEY, URL_PASSWORD):
         assert secret not in everything
+
+
+async def test_a_long_retry_after_skips_the_primary_at_once(start_proxy, upstream, fallback):
+    """A 429 that says how long to stay away (UpstreamError.retry_after, read by upstream.py) opens
+    the breaker for that long, at most 5 minutes, without waiting for three failures."""
+    proxy = await start_proxy(*FAST, env=fallback_env(fallback))
+    breaker = proxy.services.synthesizer.route.primary.breaker
+    rate_limited = failover.UpstreamError("TTS upstream answered 429 Too Many Requests", status=429)
+    rate_limited.retry_after = 3600.0
+    breaker.failed(str(rate_limited), failover.requested_wait(rate_limited))
+    assert breaker.is_open and breaker.cooldown == failover.LONGEST_COOLDOWN
+    await speak(proxy_port(proxy))
+    assert not speech_requests(upstream) and len(speech_requests(fallback)) == 1

@@ -61,6 +61,12 @@ def failure_kind(err: BaseException) -> str:
     return "bad_reply"
 
 
+def requested_wait(err: BaseException) -> float | None:
+    """The seconds a 429 asked us to wait, where upstream.py read its Retry-After."""
+    seconds = getattr(err, "retry_after", None)
+    return float(seconds) if isinstance(seconds, (int, float)) and getattr(err, "status", None) == 429 else None
+
+
 def worth_falling_back(kind: str) -> bool:
     """Everything but a refusal of this very request (400, 401, 404…): that the fallback would not
     fix, and answering it from elsewhere would hide a mistake the user has to correct."""
@@ -94,12 +100,16 @@ class Breaker:
         self.on_trial = False
         self.cooldown = FIRST_COOLDOWN
 
-    def failed(self, message: str) -> None:
+    def failed(self, message: str, hold: float | None = None) -> None:
+        """``hold``: seconds the upstream asked us to stay away (a 429's Retry-After): skip it now."""
         self.failures += 1
         self.last_failure = message
         if self.is_open:
             return
-        if self.on_trial:
+        if hold is not None and hold > 0:
+            self.cooldown = min(max(hold, FIRST_COOLDOWN), LONGEST_COOLDOWN)
+            self._open()
+        elif self.on_trial:
             self.cooldown = min(self.cooldown * 2, LONGEST_COOLDOWN)
             self._open()
         elif self.failures >= FAILURES_TO_OPEN:
@@ -310,7 +320,7 @@ async def _attempts(
             kind = failure_kind(err)
             monitor.upstream_failed(route.direction, member.name, kind)
             if worth_falling_back(kind):
-                member.breaker.failed(str(err))
+                member.breaker.failed(str(err), requested_wait(err))
                 request.failed.add(member)
             else:
                 member.breaker.succeeded()  # it answered: up, whatever it thought of the request
