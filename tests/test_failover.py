@@ -362,3 +362,18 @@ async def test_a_long_retry_after_skips_the_primary_at_once(start_proxy, upstrea
     assert breaker.is_open and breaker.cooldown == failover.LONGEST_COOLDOWN
     await speak(proxy_port(proxy))
     assert not speech_requests(upstream) and len(speech_requests(fallback)) == 1
+
+
+async def test_a_streamed_transcript_is_recorded_once_as_answered(start_proxy, upstream, caplog):
+    """The handler stops reading at the final transcript: that is the answer, not a cancellation."""
+    caplog.set_level(logging.INFO)
+    proxy = await start_proxy("--stt-streaming-models", "gpt-4o-mini-transcribe")
+    async with Client(proxy_port(proxy)) as client:
+        await client.send(*stt_events())
+        await client.read_until("transcript")
+    (line,) = request_lines(caplog)
+    assert line.startswith("STT gpt-4o-mini-transcribe via primary: ok, transcript after ")
+    billed = proxy.services.monitor.registry.get_sample_value(
+        "wyoming_openai_transcribed_audio_seconds_total", {"upstream": "primary", "model": "gpt-4o-mini-transcribe"}
+    )
+    assert billed == 0.3

@@ -26,6 +26,7 @@ from .audio import AudioDecodeError, PcmFormat
 from .backends import detect_backend, discover_voices, known_backend
 from .catalog import Voice
 from .monitor import Monitor, RequestRecord
+from .realtime import RealtimeTranscriber, RealtimeTranscription
 from .settings import Backend, Secret, Settings
 from .stt import Transcriber, Utterance
 from .tts import Synthesizer
@@ -291,15 +292,28 @@ def _outcome(err: BaseException | None) -> str:
     return "error"
 
 
+def _count_failure(request: _Request, member: Member, err: BaseException) -> str:
+    kind = failure_kind(err)
+    request.route.monitor.upstream_failed(request.route.direction, member.name, kind)
+    if worth_falling_back(kind):
+        member.breaker.failed(str(err), requested_wait(err))
+        request.failed.add(member)
+    else:
+        member.breaker.succeeded()  # it answered: up, whatever it thought of the request
+    return kind
+
+
 async def _attempts(
     request: _Request,
     attempt: Callable[[Member], tuple[str, AsyncIterator[T]]],
     amount: float,
     first_counts: bool = True,
+    final: Callable[[T], bool] | None = None,
 ) -> AsyncIterator[T]:
     """Items of ``attempt(member)`` from the first member that answers; another member is tried
-    only while nothing has been yielded."""
-    route, monitor = request.route, request.route.monitor
+    only while nothing has been yielded. ``final(item)``: the answer is complete with that item
+    (a consumer may stop there, without asking for the end of the stream)."""
+    route = request.route
     members = route.plan(request.failed)
     for index, member in enumerate(members):
         if index == 0 and member is not route.primary and route.primary not in request.failed:
@@ -307,7 +321,7 @@ async def _attempts(
         if member.name not in request.tried:
             request.tried.append(member.name)
         model, items = attempt(member)
-        started = False
+        started = answered = False
         try:
             async with aclosing(items):
                 async for item in items:
@@ -315,26 +329,28 @@ async def _attempts(
                         started = True
                         if first_counts and request.first is None:
                             request.first = time.monotonic()
+                    if final is not None and not answered and final(item):
+                        answered = True
+                        _count_answer(request, member, model, amount)
                     yield item
         except (UpstreamError, AudioDecodeError) as err:
-            kind = failure_kind(err)
-            monitor.upstream_failed(route.direction, member.name, kind)
-            if worth_falling_back(kind):
-                member.breaker.failed(str(err), requested_wait(err))
-                request.failed.add(member)
-            else:
-                member.breaker.succeeded()  # it answered: up, whatever it thought of the request
+            kind = _count_failure(request, member, err)
             if started or not worth_falling_back(kind) or index == len(members) - 1:
                 request.outcome = kind
                 raise
             request.fell_back_after = request.fell_back_after or kind
             continue
-        member.breaker.succeeded()
-        monitor.upstream_answered(route.direction, member.name, model, amount)
-        request.amount += amount
-        if member.name not in request.used:
-            request.used.append(member.name)
+        if not answered:
+            _count_answer(request, member, model, amount)
         return
+
+
+def _count_answer(request: _Request, member: Member, model: str, amount: float) -> None:
+    member.breaker.succeeded()
+    request.route.monitor.upstream_answered(request.route.direction, member.name, model, amount)
+    request.amount += amount
+    if member.name not in request.used:
+        request.used.append(member.name)
 
 
 # --- speech to text ------------------------------------------------------------------------------
@@ -348,6 +364,8 @@ class FailoverTranscriber:
         self.workers = workers
         self.fallback_model = fallback_model
         self._primary = workers["primary"]
+        realtime = self._primary.realtime
+        self._realtime = RecordedRealtime(realtime, route) if realtime is not None else None
 
     # What the handler and start-up use of a Transcriber: the primary's.
     @property
@@ -363,8 +381,9 @@ class FailoverTranscriber:
         self._primary.backend = self.route.primary.backend = backend
 
     @property
-    def realtime(self):
-        return self._primary.realtime  # a live session: no fallback once the audio flows to it
+    def realtime(self) -> RecordedRealtime | None:
+        # A live session: the audio flows to it as it is spoken, so there is no fallback; recorded.
+        return self._realtime
 
     def is_realtime(self, model: str) -> bool:
         return self._primary.is_realtime(model)
@@ -400,11 +419,13 @@ class FailoverTranscriber:
             request.model = member_model
             return member_model, self.workers[member.name].transcribe_stream(utterance, member_model, language)
 
+        results = _attempts(request, attempt, utterance.seconds, first_counts=False, final=lambda item: item[0])
         try:
-            async with aclosing(_attempts(request, attempt, utterance.seconds, first_counts=False)) as results:
+            async with aclosing(results):
                 async for done, text in results:
-                    if done:
+                    if done:  # the handler stops reading here
                         request.first = time.monotonic()
+                        request.record("ok")
                     yield done, text
         except BaseException as err:
             request.record(_outcome(err))
@@ -424,6 +445,60 @@ class FailoverTranscriber:
 
 async def _one(awaitable) -> AsyncIterator[Any]:
     yield await awaitable
+
+
+class RecordedRealtime:
+    """The primary's Realtime transcriber, each session recorded like any other request."""
+
+    def __init__(self, realtime: RealtimeTranscriber, route: Route) -> None:
+        self.realtime = realtime
+        self.route = route
+
+    async def open(self, model: str, language: str | None) -> RecordedTranscription:
+        request = _Request(self.route, model, None, tried=["primary"])
+        member = self.route.primary
+        try:
+            session = await self.realtime.open(model, language)
+        except (UpstreamError, AudioDecodeError) as err:
+            _count_failure(request, member, err)
+            request.record(_outcome(err))
+            raise
+        return RecordedTranscription(session, request, member)
+
+
+class RecordedTranscription:
+    def __init__(self, session: RealtimeTranscription, request: _Request, member: Member) -> None:
+        self.session = session
+        self.request = request
+        self.member = member
+        self.seconds = 0.0  # of audio sent
+
+    async def send_audio(self, pcm: bytes, fmt: PcmFormat) -> None:
+        self.seconds += len(pcm) / fmt.bytes_per_second
+        await self.session.send_audio(pcm, fmt)
+
+    async def finish(self) -> AsyncIterator[tuple[bool, str]]:
+        request = self.request
+        request.began = time.monotonic()  # as for other transcriptions: from the end of speech
+        try:
+            async with aclosing(self.session.finish()) as results:
+                async for done, text in results:
+                    if done:  # the handler stops reading here
+                        request.first = time.monotonic()
+                        _count_answer(request, self.member, request.model, self.seconds)
+                        request.record("ok")
+                    yield done, text
+        except (UpstreamError, AudioDecodeError) as err:
+            _count_failure(request, self.member, err)
+            request.amount = self.seconds
+            request.record(_outcome(err))
+            raise
+
+    async def close(self) -> None:
+        await self.session.close()
+        if not self.request.recorded:  # the client left, or the handler gave up on it
+            self.request.amount = self.seconds
+            self.request.record("cancelled")
 
 
 # --- text to speech ------------------------------------------------------------------------------
