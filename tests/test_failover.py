@@ -182,7 +182,8 @@ async def test_a_request_the_primary_refuses_is_not_sent_elsewhere(start_proxy, 
     assert not speech_requests(fallback)
 
 
-async def test_both_failing_reports_the_fallbacks_failure(start_proxy, upstream, fallback):
+async def test_both_failing_reports_the_fallbacks_failure(start_proxy, upstream, fallback, caplog):
+    caplog.set_level(logging.INFO)
     upstream.speech_faults.append(Fault(status=500))
     fallback.speech_faults.append(Fault(status=503, message="fallback overloaded too"))
     proxy = await start_proxy(*FAST, "--upstream-retries", "0", env=fallback_env(fallback))
@@ -191,6 +192,9 @@ async def test_both_failing_reports_the_fallbacks_failure(start_proxy, upstream,
         event = await client.read()
     assert event.type == "error"
     assert "fallback overloaded too" in event.data["text"] and fallback.url.removesuffix("/v1") in event.data["text"]
+    (line,) = request_lines(caplog)
+    assert line.startswith("TTS kokoro/af_heart via fallback (primary: server_error): server_error, ")
+    assert line.endswith(" 6 characters")
 
 
 async def test_audio_already_sent_is_not_repeated_by_the_fallback(start_proxy, upstream, fallback):

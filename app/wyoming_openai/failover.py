@@ -249,7 +249,7 @@ class _Request:
     began: float = field(default_factory=time.monotonic)
     wall: float = field(default_factory=time.time)
     first: float | None = None
-    amount: float = 0.0
+    amount: float = 0.0  # what the client asked for: seconds of audio, or characters
     tried: list[str] = field(default_factory=list)  # members asked, in order, once each
     used: list[str] = field(default_factory=list)  # members that answered
     failed: set[Member] = field(default_factory=set)  # members that failed it: later parts avoid them
@@ -348,7 +348,6 @@ async def _attempts(
 def _count_answer(request: _Request, member: Member, model: str, amount: float) -> None:
     member.breaker.succeeded()
     request.route.monitor.upstream_answered(request.route.direction, member.name, model, amount)
-    request.amount += amount
     if member.name not in request.used:
         request.used.append(member.name)
 
@@ -392,7 +391,7 @@ class FailoverTranscriber:
         return model if member.name == "primary" else self.fallback_model or model
 
     async def transcribe(self, utterance: Utterance, model: str, language: str | None) -> str:
-        request = _Request(self.route, model, None)
+        request = _Request(self.route, model, None, amount=utterance.seconds)
 
         def attempt(member: Member) -> tuple[str, AsyncIterator[str]]:
             member_model = self._model(member, model)
@@ -412,7 +411,7 @@ class FailoverTranscriber:
     async def transcribe_stream(
         self, utterance: Utterance, model: str, language: str | None
     ) -> AsyncIterator[tuple[bool, str]]:
-        request = _Request(self.route, model, None)
+        request = _Request(self.route, model, None, amount=utterance.seconds)
 
         def attempt(member: Member) -> tuple[str, AsyncIterator[tuple[bool, str]]]:
             member_model = self._model(member, model)
@@ -485,6 +484,7 @@ class RecordedTranscription:
                 async for done, text in results:
                     if done:  # the handler stops reading here
                         request.first = time.monotonic()
+                        request.amount = self.seconds
                         _count_answer(request, self.member, request.model, self.seconds)
                         request.record("ok")
                     yield done, text
@@ -593,6 +593,7 @@ class SpeechSession:
         request = self.request
         first_counts = request.calls == 0  # a stream's first audio is its first sentence's
         request.calls += 1
+        request.amount += len(text)
 
         def attempt(member: Member) -> tuple[str, AsyncIterator[tuple[PcmFormat, bytes]]]:
             target = owner.voice_for(member, voice)
