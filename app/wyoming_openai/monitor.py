@@ -12,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
@@ -102,18 +103,27 @@ class Monitor:
             "wyoming_openai_synthesized_characters", "Characters synthesized", ["upstream", "model"],
             registry=registry,
         )  # fmt: skip
-        self.clients = Gauge("wyoming_openai_clients_connected", "Wyoming clients connected", registry=registry)
+        clients = Gauge("wyoming_openai_clients_connected", "Wyoming clients connected", registry=registry)
+        clients.set_function(lambda: len(self._clients))  # counted when scraped
+        self._children: dict[tuple, Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered: the library's lookup was most of this module's cost
+        per request (a lock and label checks on every call)."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     # --- the Wyoming side (the handler) ------------------------------------------------------
 
     def client_connected(self, client: object) -> None:
         self._clients.add(id(client))
-        self.clients.set(len(self._clients))
 
     def client_disconnected(self, client: object) -> None:
         """May be called more than once for one client."""
         self._clients.discard(id(client))
-        self.clients.set(len(self._clients))
 
     @property
     def clients_connected(self) -> int:
@@ -123,13 +133,13 @@ class Monitor:
 
     def upstream_answered(self, direction: str, upstream: str, model: str, amount: float) -> None:
         """An upstream answered: ``amount`` is what it bills, seconds of audio or characters."""
-        self.upstream_requests.labels(direction, upstream).inc()
+        self._child(self.upstream_requests, direction, upstream).inc()
         billed = self.audio_seconds if direction == "stt" else self.characters
-        billed.labels(upstream, model).inc(amount)
+        self._child(billed, upstream, model).inc(amount)
 
     def upstream_failed(self, direction: str, upstream: str, kind: str) -> None:
-        self.upstream_requests.labels(direction, upstream).inc()
-        self.upstream_failures.labels(direction, upstream, kind).inc()
+        self._child(self.upstream_requests, direction, upstream).inc()
+        self._child(self.upstream_failures, direction, upstream, kind).inc()
 
     def fallback_taken(self, direction: str, reason: str) -> None:
         self.fallbacks.labels(direction, reason).inc()
@@ -137,11 +147,11 @@ class Monitor:
     def request(self, record: RequestRecord) -> None:
         _LOGGER.info("%s", record)
         self.recent.append(record)
-        self.requests.labels(record.direction, record.upstream, record.outcome).inc()
-        self.request_duration.labels(record.direction, record.upstream).observe(record.total)
+        self._child(self.requests, record.direction, record.upstream, record.outcome).inc()
+        self._child(self.request_duration, record.direction, record.upstream).observe(record.total)
         if record.latency is not None and record.outcome == "ok":
             latency = self.transcript_latency if record.direction == "stt" else self.first_audio_latency
-            latency.labels(record.upstream).observe(record.latency)
+            self._child(latency, record.upstream).observe(record.latency)
             self.latencies.append((record.time, record.direction, record.latency))
 
     # --- reading (the HTTP port) -------------------------------------------------------------
