@@ -429,7 +429,7 @@ class FailoverTranscriber:
         except BaseException as err:
             request.record(_outcome(err))
             raise
-        request.record("ok")
+        request.record("bad_reply")  # unless recorded at its final text: a stream that never gave one
 
     async def discover(self) -> None:
         """The fallback's backend, detected like the primary's."""
@@ -518,16 +518,8 @@ class FailoverSynthesizer:
         self._primary = workers["primary"]
 
     @property
-    def upstream(self) -> Upstream:
+    def upstream(self) -> Upstream:  # the primary's, as start-up's discovery reads it
         return self._primary.upstream
-
-    @property
-    def settings(self) -> Settings:
-        return self._primary.settings
-
-    @property
-    def realtime(self):
-        return self._primary.realtime
 
     def session(self) -> SpeechSession:
         """For one client request of several syntheses (streamed speech, sentence by sentence)."""
