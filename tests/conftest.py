@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import TEST_KEY, TEST_SECRETS  # noqa: E402
+from harness import FALLBACK_KEY, FALLBACK_VOICES, TEST_KEY, TEST_SECRETS  # noqa: E402
 from realtime_server import RealtimeServer  # noqa: E402
 from upstream import FakeUpstream  # noqa: E402
 
@@ -49,6 +49,19 @@ def no_secret_in_any_log_record():
 @pytest.fixture
 async def upstream() -> AsyncIterator[FakeUpstream]:
     server = FakeUpstream(key=TEST_KEY)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+    assert not server.violations, f"requests broke the OpenAI spec: {server.violations}"
+
+
+@pytest.fixture
+async def fallback() -> AsyncIterator[FakeUpstream]:
+    """A second stand-in, for the proxy's fallback upstream: a Kokoro-FastAPI with its own key."""
+    server = FakeUpstream(key=FALLBACK_KEY, backend="KOKORO_FASTAPI", voices=FALLBACK_VOICES)
+    server.transcript = "heard by the fallback"
     await server.start()
     try:
         yield server

@@ -18,12 +18,16 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REFERENCE = SHARED / "reference"
 TEST_KEY = "test-key-3f9a7c1e5b"
 URL_PASSWORD = "hunter2-pass"
+FALLBACK_KEY = "fallback-key-8d2e4a6c0b"  # the fallback stand-in's: a different key from the primary's
+FALLBACK_VOICES = ["af_heart", "bf_emma"]
 # Every credential the tests hand the proxy: none may reach a log record, at any level.
 TEST_SECRETS = (
     TEST_KEY, URL_PASSWORD, "test-wrong-key-0123456789", "stt-key-value", "tts-key-value",
     # the add-on's tests (tests/addon)
     "test-key-not-real-stt-7f3a", "test-key-not-real-tts-9c1d", "test-key-not-real-e2e-5b8e", "supervisor-token-not-real",
     "test-api-key-not-real-4b8e", "test-api-key-not-real-d27a",
+    # fallback upstreams (tests/test_failover.py, tests/test_settings.py)
+    FALLBACK_KEY, "stt-fallback-key-value", "tts-fallback-key-value", "fb-pass", "test-key-not-real-fallback-3e6b",
 )  # fmt: skip
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -41,7 +42,8 @@ async def test_info_advertises_streaming_for_realtime_models(proxy):
     assert info.tts[0].supports_synthesize_streaming
 
 
-async def test_audio_reaches_the_api_while_the_user_speaks(proxy, realtime):
+async def test_audio_reaches_the_api_while_the_user_speaks(proxy, realtime, caplog):
+    caplog.set_level(logging.INFO)
     async with Client(proxy_port(proxy)) as client:
         await client.send(Transcribe(language="en-US").event(), AudioStart(rate=16000, width=2, channels=1).event())
         pcm = tone(1.0, 16000)
@@ -54,6 +56,14 @@ async def test_audio_reaches_the_api_while_the_user_speaks(proxy, realtime):
     kinds = [e.type for e in events]
     assert kinds[0] == "transcript-start" and kinds[-2:] == ["transcript-stop", "transcript"]
     assert Transcript.from_event(events[-1]).text == realtime.transcript
+    # Recorded as one request, its audio counted.
+    lines = [r.getMessage() for r in caplog.records if r.name == "wyoming_openai.monitor"]
+    assert len(lines) == 1 and lines[0].startswith("STT gpt-4o-transcribe via primary: ok, transcript after ")
+    assert lines[0].endswith(" 1.0 s of audio")
+    billed = proxy.services.monitor.registry.get_sample_value(
+        "wyoming_openai_transcribed_audio_seconds_total", {"upstream": "primary", "model": "gpt-4o-transcribe"}
+    )
+    assert billed == pytest.approx(1.0)
     session = realtime.connections[0].session
     assert session["audio"]["input"]["transcription"]["language"] == "en"
     assert abs(len(realtime.connections[0].committed) / 48000 - 1.0) < 0.01

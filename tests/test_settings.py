@@ -49,6 +49,7 @@ SAMPLES = {
     "upstream_read_timeout": ("4", 4.0),
     "upstream_retries": ("2", 2),
     "upstream_max_connections": ("9", 9),
+    "http_port": ("8099", 8099),
     "stt_openai_key": ("stt-key-value", Secret("stt-key-value")),
     "stt_openai_url": ("http://speaches:8000/v1/", "http://speaches:8000/v1"),
     "stt_backend": ("speaches", Backend.SPEACHES),
@@ -63,6 +64,9 @@ SAMPLES = {
         {"noise_reduction": {"type": "near_field"}},
     ),
     "stt_max_seconds": ("30", 30.0),
+    "stt_fallback_url": ("http://speaches.lan:8000/v1/", "http://speaches.lan:8000/v1"),
+    "stt_fallback_key": ("stt-fallback-key-value", Secret("stt-fallback-key-value")),
+    "stt_fallback_model": ("Systran/faster-whisper-small", "Systran/faster-whisper-small"),
     "tts_openai_key": ("tts-key-value", Secret("tts-key-value")),
     "tts_openai_url": ("https://kokoro.local:8880/v1", "https://kokoro.local:8880/v1"),
     "tts_backend": ("KOKORO_FASTAPI", Backend.KOKORO_FASTAPI),
@@ -94,6 +98,10 @@ SAMPLES = {
         (Pronunciation("HA", "Home Assistant"), Pronunciation("HACS", "Hacks")),
     ),
     "tts_pronounce": ("km/h=kph", (Pronunciation("km/h", "kph"),)),
+    "tts_fallback_url": ("http://kokoro.lan:8880/v1", "http://kokoro.lan:8880/v1"),
+    "tts_fallback_key": ("tts-fallback-key-value", Secret("tts-fallback-key-value")),
+    "tts_fallback_model": ("kokoro", "kokoro"),
+    "tts_fallback_voice": ("af_heart", "af_heart"),
 }
 
 
@@ -184,6 +192,21 @@ def test_voice_labels_forms():
     assert as_json == {"a": "Alpha voice"} and with_commas == {"a": "Alpha voice", "b": "Beta"}
 
 
+def test_fallbacks_are_off_by_default_and_never_borrow_the_cloud_key():
+    settings = load_settings([], {"OPENAI_API_KEY": "general"})
+    assert settings.stt_fallback_url is settings.tts_fallback_url is settings.http_port is None
+    settings = load_settings(["--tts-fallback-url", "http://kokoro:8880/v1"], {"OPENAI_API_KEY": "general"})
+    assert settings.tts_fallback_key is None  # a local fallback must not be sent the cloud's key
+
+
+def test_fallback_keys_and_url_credentials_are_secrets():
+    settings = load_settings(
+        [], {"STT_FALLBACK_KEY": "stt-fallback-key-value", "TTS_FALLBACK_URL": "http://me:fb-pass@kokoro/v1"}
+    )
+    assert {"stt-fallback-key-value", "fb-pass"} <= set(settings.secrets)
+    assert "stt-fallback-key-value" not in repr(settings)
+
+
 def test_secrets_hide_themselves():
     settings = load_settings([], {"STT_OPENAI_KEY": "abc-secret", "TTS_OPENAI_URL": "https://u:p4ss@h/v1"})
     assert "abc-secret" not in repr(settings) and "abc-secret" in settings.secrets and "p4ss" in settings.secrets
@@ -202,6 +225,8 @@ BAD = [
     ([], {"TTS_CONCURRENT_REQUESTS": "0"}, "--tts-concurrent-requests (TTS_CONCURRENT_REQUESTS)"),
     ([], {"TTS_CONCURRENT_REQUESTS": "1.5"}, "--tts-concurrent-requests (TTS_CONCURRENT_REQUESTS)"),
     ([], {"WYOMING_URI": "tcp://nohost"}, "--uri (WYOMING_URI)"),
+    ([], {"WYOMING_HTTP_PORT": "70000"}, "--http-port (WYOMING_HTTP_PORT)"),
+    (["--tts-fallback-url", "kokoro:8880"], {}, "--tts-fallback-url (TTS_FALLBACK_URL)"),
     ([], {"WYOMING_LOG_LEVEL": "LOUD"}, "--log-level (WYOMING_LOG_LEVEL)"),
     ([], {"TTS_VOICE_LABELS": "novalue"}, "--tts-voice-labels (TTS_VOICE_LABELS)"),
     (["--stt-models", "--tts-models"], {}, "nothing to serve"),

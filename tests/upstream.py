@@ -98,6 +98,8 @@ class FakeUpstream:
         self.transcript: str | None = None
         self.streams_transcripts = True  # answer stream=true with server-sent events
         self.peers: set[tuple[str, int]] = set()  # client addresses seen: one per TCP connection
+        self.unavailable = False  # answer everything 503, as a server being restarted or overloaded does
+        self.model_listings = 0  # GET /v1/models: what the proxy probes a failing upstream with
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -105,10 +107,18 @@ class FakeUpstream:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    async def start(self) -> None:
+    async def start(self, port: int = 0) -> None:
+        """Listen on ``port`` (0: any free one); a given port brings a stopped stand-in back there."""
+
         @web.middleware
         async def note_peer(request: web.Request, handler):
             self.peers.add(request.transport.get_extra_info("peername")[:2])  # type: ignore[union-attr]
+            if request.path == "/v1/models":
+                self.model_listings += 1
+            if self.unavailable:
+                if request.method == "POST":  # a request that reached the server, answered or not
+                    self.requests.append(Recorded(request.path.removeprefix("/v1"), dict(request.headers)))
+                return _error(503, "The server is overloaded or not ready yet.")
             return await handler(request)
 
         app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[note_peer])
@@ -119,10 +129,11 @@ class FakeUpstream:
         app.router.add_get("/health", self._speaches_health)
         app.router.add_get("/v1/models/{model:.+}", self._speaches_model)
         app.router.add_get("/readyz", self._localai_ready)
+        app.router.add_get("/v1/models", self._models)
         app.router.add_get("/_stats", self._stats)  # for benchmarks in another process
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
@@ -298,6 +309,12 @@ class FakeUpstream:
             await asyncio.sleep(self.probe_delay)
         finally:
             self.probes_waiting -= 1
+
+    async def _models(self, request: web.Request) -> web.Response:
+        if (denied := self._check_auth(request)) is not None:
+            return denied
+        names = ["gpt-4o-mini-transcribe", "whisper-1", "gpt-4o-mini-tts", "tts-1"]
+        return web.json_response({"object": "list", "data": [{"id": n, "object": "model"} for n in names]})
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response({"connections": len(self.peers), "requests": len(self.requests)})

@@ -12,11 +12,13 @@ import subprocess
 import sys
 import time
 
-from . import __version__
+from . import __version__, failover
 from .backends import detect_backend, discover_voices
 from .catalog import Catalog
 from .handler import Services
+from .http import StatusServer
 from .logs import setup_logging
+from .monitor import Monitor
 from .server import WyomingServer
 from .settings import OPENAI_VOICES, Settings, SettingsError, load_settings
 from .streaming import warm_up
@@ -53,11 +55,19 @@ def build_services(settings: Settings) -> Services:
     else:
         stt = make_upstream(settings, "STT") if settings.stt_models else None
         tts = make_upstream(settings, "TTS") if settings.tts_models else None
+    monitor = Monitor()
+    transcriber, synthesizer = failover.wrap(
+        settings,
+        Transcriber(settings, stt) if stt else None,
+        Synthesizer(settings, tts) if tts else None,
+        monitor,
+    )
     return Services(
         settings=settings,
         catalog=Catalog(settings),
-        transcriber=Transcriber(settings, stt) if stt else None,
-        synthesizer=Synthesizer(settings, tts) if tts else None,
+        transcriber=transcriber,
+        synthesizer=synthesizer,
+        monitor=monitor,
     )
 
 
@@ -90,7 +100,8 @@ async def discover(services: Services) -> None:
         services.catalog.set_voices(voices)
         _LOGGER.info("Voices: %s", ", ".join(services.catalog.voices))
 
-    results = await asyncio.gather(stt(), tts(), return_exceptions=True)
+    fallbacks = [s.discover() for s in (services.transcriber, services.synthesizer) if s is not None]
+    results = await asyncio.gather(stt(), tts(), *fallbacks, return_exceptions=True)
     for result in results:
         if isinstance(result, Exception):
             _LOGGER.warning("Discovery failed: %s", result)
@@ -104,6 +115,7 @@ class Proxy:
         self.reuse_port = reuse_port
         self.services: Services | None = None
         self.server: WyomingServer | None = None
+        self.http: StatusServer | None = None
         self.discovery: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -114,6 +126,14 @@ class Proxy:
         self.server = WyomingServer(services, self.reuse_port)
         await self.server.start()
         _LOGGER.info("Wyoming OpenAI %s serving on %s", __version__, settings.uri)
+        if settings.http_port is not None:
+            http = StatusServer(services)
+            try:
+                await http.start()
+            except OSError as err:  # the voice matters more than its status page: serve on without
+                _LOGGER.error("Cannot serve the status page on port %s: %s", settings.http_port, err.strerror or err)
+            else:
+                self.http = http
         _warn_about_keys(settings)
         self.discovery = asyncio.create_task(discover(services), name="discovery")
         # What start-up made (modules, sentence rules, the catalog) lives as long as the process:
@@ -123,14 +143,14 @@ class Proxy:
     async def stop(self) -> None:
         if self.discovery is not None:
             self.discovery.cancel()
+        if self.http is not None:
+            await self.http.stop()
         if self.server is not None:
             await self.server.stop()
         if self.services is not None:
-            upstreams = {
-                id(s.upstream): s.upstream for s in (self.services.transcriber, self.services.synthesizer) if s
-            }
-            for upstream in upstreams.values():
-                await upstream.close()
+            for service in (self.services.transcriber, self.services.synthesizer):
+                if service is not None:
+                    await service.close()
 
 
 async def serve(settings: Settings, reuse_port: bool = False) -> None:
@@ -188,10 +208,11 @@ WORKER_ENV = "WYOMING_OPENAI_WORKER"  # set by the parent for its worker process
 
 def _run_workers(settings: Settings, argv: list[str]) -> int:
     """Start N copies of this server on one port (SO_REUSEPORT: the kernel spreads connections)
-    and stop them together. Only the first announces itself on the network."""
+    and stop them together. Only the first announces itself on the network and serves the HTTP
+    port (its page and metrics count its own share of the clients)."""
     children = []
     for index in range(settings.workers):
-        extra = ["--workers", "1"] + ([] if index == 0 else ["--zeroconf="])
+        extra = ["--workers", "1"] + ([] if index == 0 else ["--zeroconf=", "--http-port="])
         children.append(
             subprocess.Popen(
                 [sys.executable, "-m", "wyoming_openai", *argv, *extra], env={**os.environ, WORKER_ENV: "1"}

@@ -11,7 +11,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
@@ -25,6 +25,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 
 from .audio import AudioDecodeError, PcmFormat
 from .catalog import Catalog, Voice
+from .monitor import Monitor
 from .settings import Settings
 from .streaming import SentenceSplitter, SpeechStream
 from .stt import Transcriber, Utterance, UtteranceTooLong
@@ -51,8 +52,9 @@ class ClientError(Exception):
 class Services:
     settings: Settings
     catalog: Catalog
-    transcriber: Transcriber | None
-    synthesizer: Synthesizer | None
+    transcriber: Transcriber | None  # failover.FailoverTranscriber: the same calls, over primary + fallback
+    synthesizer: Synthesizer | None  # failover.FailoverSynthesizer
+    monitor: Monitor = field(default_factory=Monitor)
 
 
 class Handler(AsyncEventHandler):
@@ -88,6 +90,7 @@ class Handler(AsyncEventHandler):
         """Events until the client leaves, breaks the framing or a request fails; then close."""
         loop = asyncio.get_running_loop()
         _LOGGER.debug("%s connected", self.peer)
+        self.services.monitor.client_connected(self)
         try:
             while True:
                 self.idle_since = loop.time()
@@ -255,7 +258,7 @@ class Handler(AsyncEventHandler):
             text = await self._relay_transcript(transcriber.transcribe_stream(utterance, model, language), language)
         else:
             text = await transcriber.transcribe(utterance, model, language)
-        _LOGGER.info("Transcribed %.1f s for %s: %d characters", utterance.seconds, self.peer, len(text))
+        _LOGGER.debug("Transcribed %.1f s for %s: %d characters", utterance.seconds, self.peer, len(text))
         await self.write_event(Transcript(text=text).event())
 
     async def _relay_transcript(self, results: AsyncIterator[tuple[bool, str]], language: str) -> str:
@@ -373,10 +376,11 @@ class Handler(AsyncEventHandler):
                 raise AudioDecodeError("TTS upstream sent no audio")
             return
         await self.write_event(AudioStop(timestamp=samples * 1000 // fmt.rate).event())
-        _LOGGER.info("Spoke to %s: %.1f s of audio", self.peer, samples / fmt.rate)
+        _LOGGER.debug("Spoke to %s: %.1f s of audio", self.peer, samples / fmt.rate)
 
     async def disconnect(self) -> None:
         """The connection is over: stop any synthesis or Realtime session still running for it."""
+        self.services.monitor.client_disconnected(self)
         await self._close_live()
         if self.stream is not None:
             await self.stream.cancel()

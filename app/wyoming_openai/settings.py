@@ -265,6 +265,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("upstream_read_timeout", "WYOMING_UPSTREAM_READ_TIMEOUT", 15.0, number(float, 0.1), "seconds an upstream may stay silent mid-response"),
     _opt("upstream_retries", "WYOMING_UPSTREAM_RETRIES", 1, number(int, 0, 5), "immediate retries after a connection failure or 502/503/504 (never after audio has been sent on)"),
     _opt("upstream_max_connections", "WYOMING_UPSTREAM_MAX_CONNECTIONS", 256, number(int, 1), "pooled keep-alive connections per upstream (more requests wait for one)"),
+    _opt("http_port", "WYOMING_HTTP_PORT", None, optional(number(int, 0, 65535)), "serve /health, /metrics and a status page over HTTP on this port, on --uri's host (off when unset)"),
     # Speech to text
     _opt("stt_openai_key", "STT_OPENAI_KEY", None, _secret, "API key for speech-to-text (default: OPENAI_API_KEY)", secret=True),
     _opt("stt_openai_url", "STT_OPENAI_URL", OPENAI_URL, _http_url, "base URL of the speech-to-text API"),
@@ -277,6 +278,9 @@ OPTIONS: tuple[Option, ...] = (
     _opt("stt_extra_body", "STT_EXTRA_BODY", {}, json_object, "JSON object of extra fields for each transcription request"),
     _opt("stt_realtime_extra_body", "STT_REALTIME_EXTRA_BODY", {}, json_object, "JSON object merged into the Realtime transcription session"),
     _opt("stt_max_seconds", "STT_MAX_SECONDS", 120.0, number(float, 1), "longest utterance accepted, in seconds of audio"),
+    _opt("stt_fallback_url", "STT_FALLBACK_URL", None, optional(_http_url), "base URL of a second speech-to-text API, asked when the first fails"),
+    _opt("stt_fallback_key", "STT_FALLBACK_KEY", None, _secret, "API key for the speech-to-text fallback", secret=True),
+    _opt("stt_fallback_model", "STT_FALLBACK_MODEL", None, optional(str), "model asked of the speech-to-text fallback (default: the request's)"),
     # Text to speech
     _opt("tts_openai_key", "TTS_OPENAI_KEY", None, _secret, "API key for text-to-speech (default: OPENAI_API_KEY)", secret=True),
     _opt("tts_openai_url", "TTS_OPENAI_URL", OPENAI_URL, _http_url, "base URL of the text-to-speech API"),
@@ -302,6 +306,10 @@ OPTIONS: tuple[Option, ...] = (
     _opt("tts_response_format", "TTS_RESPONSE_FORMAT", "wav", lower_choice(*TTS_FORMATS), "audio format asked of the upstream"),
     _opt("tts_pcm_sample_rate", "TTS_PCM_SAMPLE_RATE", 24000, number(int, 8000, 192000), "sample rate of the upstream's raw pcm"),
     _opt("tts_sample_rate", "TTS_SAMPLE_RATE", None, optional(number(int, 8000, 192000)), "resample speech to this rate (default: as the upstream sends it)"),
+    _opt("tts_fallback_url", "TTS_FALLBACK_URL", None, optional(_http_url), "base URL of a second text-to-speech API, asked when the first fails"),
+    _opt("tts_fallback_key", "TTS_FALLBACK_KEY", None, _secret, "API key for the text-to-speech fallback", secret=True),
+    _opt("tts_fallback_model", "TTS_FALLBACK_MODEL", None, optional(str), "model asked of the text-to-speech fallback (default: the request's)"),
+    _opt("tts_fallback_voice", "TTS_FALLBACK_VOICE", None, optional(str), "voice asked of the text-to-speech fallback (default: the request's if it has it, else its first)"),
 )  # fmt: skip
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
@@ -332,6 +340,7 @@ class Settings:
     upstream_read_timeout: float
     upstream_retries: int
     upstream_max_connections: int
+    http_port: int | None
     stt_openai_key: Secret | None
     stt_openai_url: str
     stt_backend: Backend | None
@@ -343,6 +352,9 @@ class Settings:
     stt_extra_body: dict[str, Any]
     stt_realtime_extra_body: dict[str, Any]
     stt_max_seconds: float
+    stt_fallback_url: str | None
+    stt_fallback_key: Secret | None
+    stt_fallback_model: str | None
     tts_openai_key: Secret | None
     tts_openai_url: str
     tts_backend: Backend | None
@@ -367,6 +379,10 @@ class Settings:
     tts_response_format: str
     tts_pcm_sample_rate: int
     tts_sample_rate: int | None
+    tts_fallback_url: str | None
+    tts_fallback_key: Secret | None
+    tts_fallback_model: str | None
+    tts_fallback_voice: str | None
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
 
@@ -385,16 +401,18 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
     environ = os.environ if environ is None else environ
     values, _ = resolve(OPTIONS, build_parser(), argv, environ, CONFIG_ENV)
 
-    fallback_key = _secret(environ.get(OPENAI_API_KEY_ENV))
-    for name in ("stt_openai_key", "tts_openai_key"):
+    general_key = _secret(environ.get(OPENAI_API_KEY_ENV))
+    for name in ("stt_openai_key", "tts_openai_key"):  # not the fallbacks': a local server needs no cloud key
         if values[name] is None:
-            values[name] = fallback_key
+            values[name] = general_key
 
     _check_consistency(values)
+    keys = ("stt_openai_key", "tts_openai_key", "stt_fallback_key", "tts_fallback_key")
+    urls = ("stt_openai_url", "tts_openai_url", "stt_fallback_url", "tts_fallback_url")
     secrets = tuple(
         sorted(
-            {v.reveal() for v in (values["stt_openai_key"], values["tts_openai_key"]) if v}
-            | {s for url in (values["stt_openai_url"], values["tts_openai_url"]) for s in url_credentials(url)},
+            {values[name].reveal() for name in keys if values[name]}
+            | {s for name in urls if values[name] for s in url_credentials(values[name])},
             key=len,
             reverse=True,
         )

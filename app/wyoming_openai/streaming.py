@@ -18,7 +18,7 @@ import pysbd
 
 from .audio import PcmFormat, S16Converter
 from .catalog import Voice
-from .tts import Synthesizer
+from .failover import FailoverSynthesizer
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -157,13 +157,14 @@ class SpeechStream:
 
     def __init__(
         self,
-        synthesizer: Synthesizer,
+        synthesizer: FailoverSynthesizer,
         voice: Voice,
         splitter: SentenceSplitter,
         concurrency: int,
         emit: Emit,
     ) -> None:
-        self.synthesizer = synthesizer
+        # One client request: once a sentence went to the fallback the rest follow; recorded once.
+        self.synthesizer = synthesizer.session()
         self.voice = voice
         self.splitter = splitter
         self.emit = emit
@@ -177,6 +178,7 @@ class SpeechStream:
         self._fetches: set[asyncio.Task] = set()
         self._converter: S16Converter | None = None
         self.player = asyncio.create_task(self._play(), name="speech stream")
+        self.player.add_done_callback(self.synthesizer.finished)
 
     def add_text(self, text: str) -> None:
         for sentence in self.splitter.push(text):

@@ -78,6 +78,7 @@ NOT_IN_ADDON = {
     "log_backup_count": "the Supervisor keeps the add-on's log",
     "workers": "one household's clients fit one process; s6 supervises that one process",
     "tts_pronunciations": "a file of the user's, which the container cannot see: the form takes lines (tts_pronounce)",
+    "http_port": "fixed to the ingress port, where Home Assistant's sidebar panel reaches the status page",
 }
 # Form lists the proxy does not read as space-separated words: one line per item, or a JSON list of objects.
 LIST_FORMS = {"tts_pronounce": "lines", "tts_voice_presets": "objects"}
@@ -91,6 +92,7 @@ API_OPTIONS = {
     "openai_api_clean_text": "clean_text",
 }
 API_PORT = 8000
+INGRESS_PORT = 8099  # the Supervisor's default ingress_port
 # Options whose form value is a lower-case choice the run script upper-cases ("auto": left out).
 UPPER_CASED = {"stt_backend", "tts_backend", "log_level"}
 LANGUAGES = ("en", "de", "fr", "es")
@@ -201,9 +203,10 @@ def proxy_schema(addon_config: dict[str, Any]) -> dict[str, Any]:
 
 def test_port(addon_config):
     ports = addon_config["ports"]
-    assert set(ports) == {"10300/tcp", f"{API_PORT}/tcp"}
-    # The API's port is published only when the user gives it a host port (DOCS.md says why).
-    assert ports[f"{API_PORT}/tcp"] is None
+    assert set(ports) == {"10300/tcp", f"{API_PORT}/tcp", f"{INGRESS_PORT}/tcp"}
+    # The API's port and the status page's are published only when the user gives them a host port
+    # (DOCS.md says why); ingress reaches the page without.
+    assert ports[f"{API_PORT}/tcp"] is None and ports[f"{INGRESS_PORT}/tcp"] is None
     for key, host_port in ports.items():
         assert PORT_KEY.match(key)
         assert host_port is None or (isinstance(host_port, int) and 1 <= host_port <= 65535)
@@ -216,6 +219,14 @@ def test_the_port_is_the_same_everywhere(addon_config):
     for script in (RUN_SCRIPT, DISCOVERY_SCRIPT, API_RUN_SCRIPT):
         assert f"readonly WYOMING_PORT={port}\n" in script.read_text(), script
     assert f"EXPOSE {port}/tcp" in (REPO / "Dockerfile").read_text()
+
+
+def test_the_status_page_is_on_the_ingress_port_with_a_panel(addon_config):
+    assert addon_config["ingress"] is True
+    assert addon_config.get("ingress_port", INGRESS_PORT) == INGRESS_PORT
+    assert addon_config["panel_icon"].startswith("mdi:") and addon_config["panel_title"]
+    for script in (RUN_SCRIPT, API_RUN_SCRIPT):
+        assert f"readonly HTTP_PORT={INGRESS_PORT}\n" in script.read_text(), script
 
 
 def test_schema_elements_are_valid(addon_config):
@@ -251,6 +262,8 @@ def test_keys_are_passwords_and_empty_by_default(addon_config):
     for name in ("stt_openai_key", "tts_openai_key"):
         assert addon_config["schema"][name] == "password?"
         assert addon_config["options"][name] == ""
+    for name in ("stt_fallback_key", "tts_fallback_key"):  # no fallback unless one is given
+        assert addon_config["schema"][name] == "password?" and name not in addon_config["options"]
 
 
 def test_every_form_option_is_a_proxy_option(addon_config):

@@ -67,8 +67,11 @@ async def test_addon_start_up_chain(scripts, supervisor, addon_config, tmp_path)
     started = await scripts.run(RUN_SCRIPT, scripts.base_env(supervisor, log_level=8))
     assert started.returncode == 0, started.output
 
-    port = free_port()
-    proxy = await start_as_recorded(started, tmp_path, WYOMING_URI=f"tcp://127.0.0.1:{port}")
+    port, http_port = free_port(), free_port()
+    assert started.env["WYOMING_HTTP_PORT"] == "8099"  # the ingress port; here a free one
+    proxy = await start_as_recorded(
+        started, tmp_path, WYOMING_URI=f"tcp://127.0.0.1:{port}", WYOMING_HTTP_PORT=str(http_port)
+    )
     try:
         ready = await asyncio.create_subprocess_exec("bash", str(READY_SCRIPT), "--wait", "30", f"127.0.0.1:{port}")
         assert await asyncio.wait_for(ready.wait(), 40) == 0, "the proxy never answered describe"
@@ -80,6 +83,14 @@ async def test_addon_start_up_chain(scripts, supervisor, addon_config, tmp_path)
         assert [model.name for program in info.asr for model in program.models] == options["stt_models"]
         voices = [voice.name for program in info.tts for voice in program.voices]
         assert voices[:2] == ["nova", "alloy"]
+
+        # The panel's page and /health, as ingress reaches them.
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{http_port}/health") as response:
+                health = await response.json()
+            async with session.get(f"http://127.0.0.1:{http_port}/") as response:
+                assert response.status == 200 and "Wyoming OpenAI" in await response.text()
+        assert {u["direction"] for u in health["upstreams"]} == {"stt", "tts"}
 
         discovery_env = scripts.base_env(supervisor)
         discovery_env["DISCOVERY_READY_ADDRESS"] = f"127.0.0.1:{port}"

@@ -324,6 +324,15 @@ async def test_the_wyoming_port_is_refused(scripts, supervisor, addon_config):
     assert "is the Wyoming port" in result.output
 
 
+async def test_the_status_page_port_is_refused(scripts, supervisor, addon_config):
+    supervisor.addons = {"core_piper": official_piper()}
+    result = await run(scripts, supervisor, options(addon_config, openai_api=True, openai_api_port=8099))
+
+    assert result.env is None
+    assert scripts.sleeps() == ["infinity"]
+    assert "is the status page's port" in result.output
+
+
 def test_every_log_level_of_the_form_is_one_the_api_takes(addon_config):
     """The script passes trace as DEBUG (the API has no TRACE) and the others upper-cased."""
     choices = addon_config["schema"]["log_level"].removeprefix("list(").removesuffix(")").split("|")

@@ -28,6 +28,7 @@ pytestmark = requires_tools
 
 KEY_STT = "test-key-not-real-stt-7f3a"
 KEY_TTS = "test-key-not-real-tts-9c1d"
+KEY_FALLBACK = "test-key-not-real-fallback-3e6b"
 ODD = """  Say "hi" to 'Bob' & <Alice>; $HOME ${PATH} $(id -u) `whoami` \\n \\\\ 100% ünïcödé *?[x]  """
 ODD_KEY = """test-key-not-real $HOME "q" 'q' `id` $(id) \\ end"""
 
@@ -67,6 +68,7 @@ async def test_defaults(scripts, supervisor, addon_config):
     assert result.argv == []
     assert proxy_env(result.env) == {
         "WYOMING_URI": "tcp://0.0.0.0:10300",
+        "WYOMING_HTTP_PORT": "8099",
         "WYOMING_LOG_LEVEL": "INFO",
         "WYOMING_LANGUAGES": "en",
         "STT_OPENAI_URL": "https://api.openai.com/v1",
@@ -128,6 +130,13 @@ EVERYTHING = {
     "tts_concurrent_requests": 5,
     "tts_extra_body": '{"lang_code": "a"}',
     "tts_realtime_extra_body": "{}",
+    "stt_fallback_url": "http://192.168.1.20:8000/v1",
+    "stt_fallback_key": KEY_FALLBACK,
+    "stt_fallback_model": "Systran/faster-whisper-small",
+    "tts_fallback_url": "http://192.168.1.20:8880/v1",
+    "tts_fallback_key": KEY_FALLBACK,
+    "tts_fallback_model": "kokoro",
+    "tts_fallback_voice": "af_heart",
     "languages": ["en", "de"],
     "log_level": "debug",
     "log_format": "json",
@@ -145,6 +154,7 @@ EVERYTHING = {
 # What the proxy must receive, written out by hand (not derived from the script).
 EVERYTHING_ENV = {
     "WYOMING_URI": "tcp://0.0.0.0:10300",
+    "WYOMING_HTTP_PORT": "8099",
     "STT_OPENAI_URL": "http://speaches.local:8000/v1",
     "STT_OPENAI_KEY": KEY_STT,
     "STT_BACKEND": "SPEACHES",
@@ -182,6 +192,13 @@ EVERYTHING_ENV = {
     "TTS_CONCURRENT_REQUESTS": "5",
     "TTS_EXTRA_BODY": '{"lang_code": "a"}',
     "TTS_REALTIME_EXTRA_BODY": "{}",
+    "STT_FALLBACK_URL": "http://192.168.1.20:8000/v1",
+    "STT_FALLBACK_KEY": KEY_FALLBACK,
+    "STT_FALLBACK_MODEL": "Systran/faster-whisper-small",
+    "TTS_FALLBACK_URL": "http://192.168.1.20:8880/v1",
+    "TTS_FALLBACK_KEY": KEY_FALLBACK,
+    "TTS_FALLBACK_MODEL": "kokoro",
+    "TTS_FALLBACK_VOICE": "af_heart",
     "WYOMING_LANGUAGES": "en de",
     "WYOMING_LOG_LEVEL": "DEBUG",
     "WYOMING_LOG_FORMAT": "json",
@@ -248,6 +265,8 @@ async def test_everything_set(scripts, supervisor):
     assert loaded.languages == ["en", "de"]
     assert loaded.zeroconf is None
     assert loaded.uri == "tcp://0.0.0.0:10300"
+    assert loaded.http_port == 8099
+    assert loaded.stt_fallback_key.reveal() == loaded.tts_fallback_key.reveal() == KEY_FALLBACK
 
 
 async def test_optionals_unset_are_left_out(scripts, supervisor, addon_config):
@@ -270,6 +289,7 @@ async def test_optionals_unset_are_left_out(scripts, supervisor, addon_config):
     assert result.returncode == 0, result.output
     assert proxy_env(result.env) == {
         "WYOMING_URI": "tcp://0.0.0.0:10300",
+        "WYOMING_HTTP_PORT": "8099",
         "WYOMING_LOG_LEVEL": "INFO",
         "WYOMING_LANGUAGES": "en",
         "STT_OPENAI_URL": "https://api.openai.com/v1",
@@ -287,6 +307,7 @@ async def test_options_missing_entirely_read_as_unset(scripts, supervisor):
     assert result.returncode == 0, result.output
     assert proxy_env(result.env) == {
         "WYOMING_URI": "tcp://0.0.0.0:10300",
+        "WYOMING_HTTP_PORT": "8099",
         "STT_MODELS": "whisper-1",
         "TTS_MODELS": "tts-1",
     }
