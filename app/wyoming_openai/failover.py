@@ -13,6 +13,7 @@ a fallback: every client request passes through them and is recorded once (monit
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -521,6 +522,9 @@ class FailoverSynthesizer:
     def upstream(self) -> Upstream:  # the primary's, as start-up's discovery reads it
         return self._primary.upstream
 
+    def speakable(self, text: str, voice: Voice, language: str | None = None) -> str:
+        return self._primary.speakable(text, voice, language)  # the same clean-up whichever server speaks
+
     def session(self) -> SpeechSession:
         """For one client request of several syntheses (streamed speech, sentence by sentence)."""
         return SpeechSession(self)
@@ -548,7 +552,8 @@ class FailoverSynthesizer:
         else:
             name = next(iter(known))
         model = self.fallback_model or known.get(name) or voice.model
-        return Voice(name, model, name)
+        # A preset keeps its speed and instructions; the voice and model are the fallback's.
+        return dataclasses.replace(voice, name=name, model=model, description=name, upstream_voice=None)
 
     async def discover(self) -> None:
         """The fallback's backend and voices, found like the primary's."""
@@ -578,7 +583,13 @@ class SpeechSession:
         self.owner = owner
         self.request: _Request | None = None
 
-    async def synthesize(self, text: str, voice: Voice) -> AsyncIterator[tuple[PcmFormat, bytes]]:
+    def speak(self, text: str, voice: Voice) -> AsyncIterator[tuple[PcmFormat, bytes]]:
+        """Text already made speakable (a streamed sentence, cleaned as it was cut)."""
+        return self.synthesize(text, voice, written=False)
+
+    async def synthesize(
+        self, text: str, voice: Voice, written: bool = True
+    ) -> AsyncIterator[tuple[PcmFormat, bytes]]:
         owner = self.owner
         if self.request is None:
             self.request = _Request(owner.route, voice.model, voice.name)
@@ -591,7 +602,8 @@ class SpeechSession:
             target = owner.voice_for(member, voice)
             if member.name != "primary":
                 request.model, request.voice = target.model, target.name
-            return target.model, owner.workers[member.name].synthesize(text, target)
+            worker = owner.workers[member.name]
+            return target.model, (worker.synthesize if written else worker.speak)(text, target)
 
         async with aclosing(_attempts(request, attempt, len(text), first_counts)) as pieces:
             async for piece in pieces:

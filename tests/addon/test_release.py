@@ -279,7 +279,8 @@ def readme_test_command() -> str:
 
 
 def apt_packages(script: str) -> set[str]:
-    line = next(line for line in script.splitlines() if "apt-get install" in line)
+    joined = script.replace("\\\n", " ")  # a command continued on the next line
+    line = next(line for line in joined.splitlines() if "apt-get install" in line)
     words = line.split("apt-get install", 1)[1].split(">")[0].split()
     return {word for word in words if not word.startswith("-")}
 
