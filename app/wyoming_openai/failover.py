@@ -587,9 +587,7 @@ class SpeechSession:
         """Text already made speakable (a streamed sentence, cleaned as it was cut)."""
         return self.synthesize(text, voice, written=False)
 
-    async def synthesize(
-        self, text: str, voice: Voice, written: bool = True
-    ) -> AsyncIterator[tuple[PcmFormat, bytes]]:
+    async def synthesize(self, text: str, voice: Voice, written: bool = True) -> AsyncIterator[tuple[PcmFormat, bytes]]:
         owner = self.owner
         if self.request is None:
             self.request = _Request(owner.route, voice.model, voice.name)
