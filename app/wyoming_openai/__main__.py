@@ -38,6 +38,7 @@ def make_upstream(settings: Settings, role: str) -> Upstream:
         read_timeout=settings.upstream_read_timeout,
         retries=settings.upstream_retries,
         max_connections=settings.upstream_max_connections,
+        retry_after_max=settings.upstream_retry_after_max,
     )
 
 

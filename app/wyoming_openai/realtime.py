@@ -89,7 +89,7 @@ class _Socket:
             except (asyncio.TimeoutError, TimeoutError):
                 raise self.error("did not answer in time") from None
             except aiohttp.ClientError as err:
-                raise self.upstream._failure(err) from None
+                raise self.upstream.failure(err) from None
             if message.type == aiohttp.WSMsgType.TEXT:
                 try:
                     event = json.loads(message.data)
