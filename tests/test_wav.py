@@ -6,13 +6,11 @@ that went in, or, where a part had to be converted, bounds the jump between neig
 
 from __future__ import annotations
 
-import io
 import math
 import struct
 
-import av
 import pytest
-from audio_samples import encode, tone, wav
+from audio_samples import chunk, encode, floats, fmt_chunk, riff, streaming_writer_body, tone, wav
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -36,29 +34,6 @@ async def decode(data: bytes, asked: str = "wav", cuts=(), **kwargs) -> tuple[Pc
         found = fmt
         out.append(pcm)
     return found, b"".join(out)
-
-
-# --- WAV writers, as servers write them --------------------------------------------------------------
-
-
-def chunk(chunk_id: bytes, body: bytes, size: int | None = None, pad: bool = True) -> bytes:
-    """A RIFF chunk; odd-size bodies get their NUL pad byte unless ``pad`` is False."""
-    header = chunk_id + struct.pack("<I", len(body) if size is None else size)
-    return header + body + (b"\0" if pad and len(body) % 2 else b"")
-
-
-def fmt_chunk(rate: int, bits: int = 16, channels: int = 1, tag: int = 1, extensible: bool = False) -> bytes:
-    block = channels * bits // 8
-    body = struct.pack("<HHIIHH", 0xFFFE if extensible else tag, channels, rate, rate * block, block, bits)
-    if extensible:  # cbSize, valid bits, channel mask, sub-format GUID (its first two bytes: the tag)
-        body += struct.pack("<HHI", 22, bits, 4 if channels == 1 else 3)
-        body += struct.pack("<H", tag) + bytes.fromhex("000000001000800000aa00389b71")
-    return chunk(b"fmt ", body)
-
-
-def riff(*chunks: bytes, size: int | None = None) -> bytes:
-    body = b"WAVE" + b"".join(chunks)
-    return b"RIFF" + struct.pack("<I", len(body) if size is None else size) + body
 
 
 LIST_INFO = chunk(b"LIST", b"INFOISFT" + struct.pack("<I", 14) + b"Lavf62.12.100\0")
@@ -112,11 +87,6 @@ async def test_every_wav_shape_plays_exactly_its_samples(shape, cuts):
     fmt, out = await decode(SHAPES[shape], cuts=cuts)
     assert fmt == PcmFormat(24000)
     assert out == PCM  # nothing more (no chunk after the data), nothing less
-
-
-def floats(pcm: bytes, bits: int) -> bytes:
-    samples = struct.unpack(f"<{len(pcm) // 2}h", pcm)
-    return struct.pack(f"<{len(samples)}{'f' if bits == 32 else 'd'}", *(s / 32768 for s in samples))
 
 
 @pytest.mark.parametrize("extensible", [False, True], ids=["format 3", "extensible"])
@@ -184,28 +154,6 @@ async def test_a_resampled_body_keeps_going_across_parts():
 
 
 # --- a streaming writer's size trailer ---------------------------------------------------------------
-
-
-def streaming_writer_body(pcm: bytes) -> bytes:
-    """What a server gets from FFmpeg's WAV muxer writing into a buffer it empties after every read,
-    and reads once more after closing: the muxer seeks back to patch both sizes into the empty buffer."""
-    buffer = io.BytesIO()
-    container = av.open(buffer, "w", format="wav")
-    stream = container.add_stream("pcm_s16le", rate=24000, layout="mono")
-    frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm) // 2)
-    frame.planes[0].update(pcm)
-    frame.sample_rate, frame.pts = 24000, 0
-    sent = []
-    for packet in stream.encode(frame):
-        container.mux(packet)
-    sent.append(buffer.getvalue())
-    buffer.seek(0)
-    buffer.truncate(0)
-    for packet in stream.encode(None):
-        container.mux(packet)
-    container.close()
-    sent.append(buffer.getvalue())
-    return b"".join(sent)
 
 
 @settings(max_examples=15, deadline=None)
