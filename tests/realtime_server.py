@@ -40,6 +40,7 @@ class RealtimeFault:
     transcription_failed: bool = False  # answer the commit with ...input_audio_transcription.failed
     response_failed: bool = False  # answer response.create with a failed response.done
     stall_after_first_delta: bool = False  # send one audio delta, then nothing more
+    broken_frame_on: str | None = None  # answer this client event type with a frame that breaks the protocol
     error_message: str = "simulated failure"
 
 
@@ -145,6 +146,9 @@ class RealtimeServer:
                 if fault and fault.close_on == kind:
                     await ws.close()
                     break
+                if fault and fault.broken_frame_on == kind and request.transport is not None:
+                    request.transport.write(b"\xf1\x02{}")  # reserved bits set: no extension allows them
+                    continue
                 if fault and fault.error_on == kind:
                     await self._send(
                         ws,

@@ -511,7 +511,9 @@ def _transcript_reply(profile: Profile, text: str, response_format: str | None) 
 
 def _refusal(profile: Profile, fmt: str) -> web.Response:
     if profile.refusal == "fastapi":
-        detail = [{"type": "literal_error", "loc": ["body", "response_format"], "msg": "Input should be 'mp3', 'flac', 'wav' or 'pcm'", "input": fmt}]  # fmt: skip
+        allowed = sorted(profile.speech_formats)
+        listed = ", ".join(f"'{f}'" for f in allowed[:-1]) + f" or '{allowed[-1]}'"
+        detail = [{"type": "literal_error", "loc": ["body", "response_format"], "msg": f"Input should be {listed}", "input": fmt}]  # fmt: skip
         return web.json_response({"detail": detail}, status=422)
     if profile.refusal == "openedai":
         body = {"message": f"Invalid response_format: '{fmt}'", "code": 400, "type": "BadRequestError", "param": "response_format"}  # fmt: skip

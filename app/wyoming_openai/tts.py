@@ -66,9 +66,12 @@ class Synthesizer:
             retry = self._format_after(refused.error, asked, voice.model)
             if retry is None:
                 raise refused.error from None
-            async with aclosing(self._speak(text, voice, retry)) as pieces:
-                async for piece in pieces:
-                    yield piece
+            try:
+                async with aclosing(self._speak(text, voice, retry)) as pieces:
+                    async for piece in pieces:
+                        yield piece
+            except _FormatRefused as again:  # once only: the second refusal is the answer
+                raise again.error from None
             self.accepted_formats[(self.upstream.base_url, voice.model)] = retry
 
     async def _speak(self, text: str, voice: Voice, asked: str) -> AsyncIterator[tuple[PcmFormat, bytes]]:
