@@ -146,21 +146,24 @@ class RealtimeServer:
                 if fault and fault.close_on == kind:
                     await ws.close()
                     break
-                if fault and fault.broken_frame_on == kind and request.transport is not None:
-                    request.transport.write(b"\xf1\x02{}")  # reserved bits set: no extension allows them
-                    continue
-                if fault and fault.error_on == kind:
-                    await self._send(
-                        ws,
-                        "error",
-                        error={"type": "invalid_request_error", "code": "simulated", "message": fault.error_message},
-                    )
+                if fault and await self._faulted(request, ws, fault, kind):
                     continue
                 silent = bool(fault and fault.silent_on == kind)
                 await self._on_event(ws, conn, mode, event, silent)
         finally:
             self._sockets.discard(ws)
         return ws
+
+    async def _faulted(self, request: web.Request, ws: web.WebSocketResponse, fault: RealtimeFault, kind: str) -> bool:
+        """Answer ``kind`` as the fault says instead of well; False when the fault is not about it."""
+        if fault.broken_frame_on == kind and request.transport is not None:
+            request.transport.write(b"\xf1\x02{}")  # reserved bits set: no extension allows them
+            return True
+        if fault.error_on == kind:
+            error = {"type": "invalid_request_error", "code": "simulated", "message": fault.error_message}
+            await self._send(ws, "error", error=error)
+            return True
+        return False
 
     async def _send(self, ws: web.WebSocketResponse, kind: str, **fields: Any) -> None:
         await ws.send_str(json.dumps({"type": kind, "event_id": self._id("event"), **fields}))

@@ -17,7 +17,7 @@ from test_tts import speak
 from test_upstream_faults import FAST, expect_error_then_close, stt_events
 from upstream import Fault
 from wyoming.asr import Transcribe
-from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.audio import AudioStart, AudioStop
 from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeVoice
 

@@ -360,21 +360,10 @@ class FakeUpstream:
             return denied
         if request.content_type != "multipart/form-data":
             return self._violation(f"transcription: content type {request.content_type}, expected multipart/form-data")
-        fields: dict[str, Any] = {}
-        recorded = Recorded("/audio/transcriptions", dict(request.headers), fields=fields)
-        reader = await request.multipart()
-        async for part in reader:
-            name = part.name or ""
-            if name == "file":
-                recorded.file_name = part.filename
-                recorded.file_bytes = bytes(await part.read())
-                fields["file"] = True
-            elif name.endswith("[]"):
-                fields.setdefault(name[:-2], []).append(await part.text())
-            else:
-                if name in fields:
-                    return self._violation(f"transcription: field {name} sent twice")
-                fields[name] = await part.text()
+        recorded, problem = await _read_form(request)
+        if problem:
+            return self._violation(problem)
+        fields = recorded.fields
         self.requests.append(recorded)
         if problem := check_transcription(fields, recorded.file_name, recorded.file_bytes, self.allowed_extra_fields):
             return self._violation(problem)
@@ -521,6 +510,26 @@ def _refusal(profile: Profile, fmt: str) -> web.Response:
     if profile.refusal == "openedai-0.13":
         return web.json_response({"message": "InternalServerError", "code": 500}, status=500)
     return _error(400, profile.refusal_message)
+
+
+async def _read_form(request: web.Request) -> tuple[Recorded, str | None]:
+    """The multipart fields as sent (``name[]`` fields gathered into lists), and a rule broken, if any."""
+    fields: dict[str, Any] = {}
+    recorded = Recorded("/audio/transcriptions", dict(request.headers), fields=fields)
+    reader = await request.multipart()
+    async for part in reader:
+        name = part.name or ""
+        if name == "file":
+            recorded.file_name = part.filename
+            recorded.file_bytes = bytes(await part.read())
+            fields["file"] = True
+        elif name.endswith("[]"):
+            fields.setdefault(name[:-2], []).append(await part.text())
+        elif name in fields:
+            return recorded, f"transcription: field {name} sent twice"
+        else:
+            fields[name] = await part.text()
+    return recorded, None
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:

@@ -76,6 +76,7 @@ NOT_IN_ADDON = {
     "log_backup_count": "the Supervisor keeps the add-on's log",
     "workers": "one household's clients fit one process; s6 supervises that one process",
     "accept_process": "on, as it should stay: the add-on always runs on Linux, where it works",
+    "stt_silence_threshold": "near digital silence suits every microphone; the form has the gate's switch",
 }
 # Options of the OpenAI-compatible API (wyoming-openai serve-openai), not of the proxy: the add-on's
 # option -> the API's option (None: the switch, read by the run script only).
