@@ -13,7 +13,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .audio import PcmFormat, peak_below, sample_limit, to_wav
+from .audio import SAMPLE_WIDTH, PcmFormat, peak_below, sample_limit, to_wav
 from .realtime import RealtimeTranscriber
 from .settings import Backend, Settings
 from .upstream import Upstream, UpstreamError, server_sent_events, upstream_language
@@ -39,6 +39,7 @@ class Utterance:
         self._max_bytes = int(max_seconds * fmt.bytes_per_second)
         self._chunks: list[bytes] = []  # joined once, when the utterance is complete
         self._size = 0
+        self._odd_chunks = False  # a chunk of an odd size: the later ones do not start on a sample
 
     def has_room(self, size: int) -> bool:
         return self._size + size <= self._max_bytes
@@ -49,6 +50,7 @@ class Utterance:
         self._size += len(pcm)
         if self.keep:
             self._chunks.append(pcm)
+            self._odd_chunks = self._odd_chunks or len(pcm) % 2 == 1
 
     @property
     def seconds(self) -> float:
@@ -56,19 +58,32 @@ class Utterance:
 
     def pcm(self) -> bytes:
         """All the audio, in whole frames (a client may stop mid-frame)."""
+        self._whole_frames()
         if len(self._chunks) != 1:
             self._chunks = [b"".join(self._chunks)]
-        cut = self._size % self.format.frame_bytes
-        if cut:
-            self._chunks = [self._chunks[0][:-cut]]
-            self._size -= cut
         return self._chunks[0]
 
     def wav(self) -> bytes:
-        return to_wav([self.pcm()], self.format)
+        self._whole_frames()
+        return to_wav(self._chunks, self.format)  # the chunks are joined once, into the WAV
+
+    def _whole_frames(self) -> None:
+        cut = self._size % self.format.frame_bytes
+        if cut:
+            self._chunks = [b"".join(self._chunks)[:-cut]]
+            self._size -= cut
 
     def peak_below(self, dbfs: float) -> bool:
-        return self.keep and peak_below(self.pcm(), self.format.width, sample_limit(dbfs))
+        if not self.keep or self.format.width != SAMPLE_WIDTH:
+            return False
+        limit = sample_limit(dbfs)
+        if self._chunks and not self._odd_chunks:
+            # Speech is loud somewhere in its middle: a few of its chunks settle most utterances at
+            # once, without a pass over all the audio (which silence needs, to be sure).
+            for i in range(1, 8):
+                if not peak_below(self._chunks[len(self._chunks) * i // 8], SAMPLE_WIDTH, limit):
+                    return False
+        return peak_below(self.pcm(), SAMPLE_WIDTH, limit)
 
 
 class Transcriber:
