@@ -174,3 +174,20 @@ async def test_old_openedai_speech_refusing_wav_says_so(start_proxy, upstream):
         await client.send(Synthesize(text=TEXT).event())
         event = await client.read()
     assert event.type == "error" and "500" in event.data["text"] and "InternalServerError" in event.data["text"]
+
+
+async def test_kokoros_float_wav_is_played_when_mp3_was_asked(start_proxy, upstream):
+    proxy = await started(start_proxy, upstream, "kokoros-2025", "--tts-response-format", "mp3")
+    start, chunks, _ = await speak(proxy_port(proxy), TEXT)
+    assert upstream.requests[-1].json["response_format"] == "mp3"
+    expected = tone(len(TEXT) * SECONDS_PER_CHARACTER, PCM_RATE, amplitude=amplitude_for(TEXT))
+    assert start.rate == PCM_RATE and b"".join(c.audio for c in chunks) == expected  # float to 16-bit, exactly
+
+
+async def test_groq_rate_limit_with_a_short_retry_after_is_waited_out(start_proxy, upstream):
+    from upstream import Fault
+
+    proxy = await started(start_proxy, upstream, "groq")
+    upstream.speech_faults.append(Fault(status=429, message="Rate limit reached for model", retry_after="1", times=1))
+    await speak(proxy_port(proxy), TEXT, voice="autumn")
+    assert [r.json["voice"] for r in upstream.requests if r.path == "/audio/speech"] == ["autumn", "autumn"]
