@@ -77,6 +77,13 @@ async def test_waits_add_up_to_the_maximum_at_most(start_proxy, upstream):
     assert len(speech_requests(upstream)) == 3  # waited 0.8 + 0.8; a third wait would pass 2 s
 
 
+async def test_a_server_asking_for_no_wait_every_time_is_not_retried_for_ever(start_proxy, upstream):
+    upstream.speech_faults.append(Fault(status=429, retry_after="0"))
+    proxy = await start_proxy()
+    text = await expect_error_then_close(proxy_port(proxy), [Synthesize(text=TEXT).event()])
+    assert "rate limited" in text and len(speech_requests(upstream)) == 4  # the first, and three more
+
+
 async def test_a_client_that_leaves_during_the_wait_is_not_retried_for(start_proxy, upstream):
     upstream.speech_faults.append(Fault(status=429, retry_after="1.5", times=1))
     proxy = await start_proxy()

@@ -28,6 +28,7 @@ _LOGGER = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({502, 503, 504})
 RETRY_PAUSE = 0.05  # a stale keep-alive connection or a restarting server: try again at once, once
+RATE_LIMIT_RETRIES = 3  # 429s waited out for one request at most (a server may ask for 0 s every time)
 SPEECH_BODY_TIME_FACTOR = 10  # a speech body may stream this many times the answer time-out
 ERROR_TEXT_LIMIT = 300
 
@@ -182,16 +183,17 @@ class Upstream:
         url = (self.root_url if root else self.base_url) + path
         shown = f"{method} {(self.display_url if not root else redact_url(self.root_url))}{path}"
         attempts = 1 + (self.retries if retries is None else retries)
-        attempt, waited = 1, 0.0
+        attempt, waited, limited = 1, 0.0, 0
         while True:
+            budget = self.retry_after_max - waited if limited < RATE_LIMIT_RETRIES else -1.0
             try:
-                response = await self._attempt(
-                    method, url, shown, attempt < attempts, self.retry_after_max - waited, kwargs
-                )
+                response = await self._attempt(method, url, shown, attempt < attempts, budget, kwargs)
                 break
             except _Retry as retry:
-                waited += retry.pause if retry.rate_limited else 0.0
-                attempt += 0 if retry.rate_limited else 1
+                if retry.rate_limited:
+                    waited, limited = waited + retry.pause, limited + 1
+                else:
+                    attempt += 1
                 await asyncio.sleep(retry.pause)  # cancelled, like everything else, when the client leaves
         _LOGGER.log(5, "%s -> %s", shown, response.status)
         try:
