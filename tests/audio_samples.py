@@ -58,3 +58,66 @@ def encode(kind: str, pcm: bytes, rate: int, channels: int = 1) -> bytes:
         for packet in stream.encode(None):
             container.mux(packet)
     return out.getvalue()
+
+
+# --- WAV as servers write it --------------------------------------------------------------
+
+
+def chunk(chunk_id: bytes, body: bytes, size: int | None = None, pad: bool = True) -> bytes:
+    """A RIFF chunk; odd-size bodies get their NUL pad byte unless ``pad`` is False."""
+    header = chunk_id + struct.pack("<I", len(body) if size is None else size)
+    return header + body + (b"\0" if pad and len(body) % 2 else b"")
+
+
+def fmt_chunk(rate: int, bits: int = 16, channels: int = 1, tag: int = 1, extensible: bool = False) -> bytes:
+    block = channels * bits // 8
+    body = struct.pack("<HHIIHH", 0xFFFE if extensible else tag, channels, rate, rate * block, block, bits)
+    if extensible:  # cbSize, valid bits, channel mask, sub-format GUID (its first two bytes: the tag)
+        body += struct.pack("<HHI", 22, bits, 4 if channels == 1 else 3)
+        body += struct.pack("<H", tag) + bytes.fromhex("000000001000800000aa00389b71")
+    return chunk(b"fmt ", body)
+
+
+def riff(*chunks: bytes, size: int | None = None) -> bytes:
+    body = b"WAVE" + b"".join(chunks)
+    return b"RIFF" + struct.pack("<I", len(body) if size is None else size) + body
+
+
+def floats(pcm: bytes, bits: int) -> bytes:
+    samples = struct.unpack(f"<{len(pcm) // 2}h", pcm)
+    return struct.pack(f"<{len(samples)}{'f' if bits == 32 else 'd'}", *(s / 32768 for s in samples))
+
+
+def streaming_writer_body(pcm: bytes, rate: int = 24000) -> bytes:
+    """What a server gets from FFmpeg's WAV muxer writing into a buffer it empties after every read,
+    and reads once more after closing: the muxer seeks back to patch both sizes into the empty buffer."""
+    buffer = io.BytesIO()
+    container = av.open(buffer, "w", format="wav")
+    stream = container.add_stream("pcm_s16le", rate=rate, layout="mono")
+    frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm) // 2)
+    frame.planes[0].update(pcm)
+    frame.sample_rate, frame.pts = rate, 0
+    sent = []
+    for packet in stream.encode(frame):
+        container.mux(packet)
+    sent.append(buffer.getvalue())
+    buffer.seek(0)
+    buffer.truncate(0)
+    for packet in stream.encode(None):
+        container.mux(packet)
+    container.close()
+    sent.append(buffer.getvalue())
+    return b"".join(sent)
+
+
+def shaped_wav(pcm: bytes, rate: int, shape: str) -> bytes:
+    """``pcm`` (16-bit mono) as a WAV of one of the shapes real servers send."""
+    if shape == "streamed":  # OpenAI's streamed WAV: both sizes 0xFFFFFFFF
+        return riff(fmt_chunk(rate), chunk(b"data", pcm, size=0xFFFFFFFF), size=0xFFFFFFFF)
+    if shape == "zero-sizes":  # libsndfile's header before it is closed (Speaches streamed through soundfile)
+        return riff(fmt_chunk(rate), chunk(b"data", pcm, size=0), size=0)
+    if shape == "muxer-trailer":  # FFmpeg's muxer read back after closing (Kokoro-FastAPI before its fix)
+        return streaming_writer_body(pcm, rate)
+    if shape == "float":  # 32-bit IEEE float (Kokoros' WavHeader with 32 bits)
+        return riff(fmt_chunk(rate, bits=32, tag=3), chunk(b"data", floats(pcm, 32)))
+    return wav(pcm, rate)

@@ -40,6 +40,7 @@ class RealtimeFault:
     transcription_failed: bool = False  # answer the commit with ...input_audio_transcription.failed
     response_failed: bool = False  # answer response.create with a failed response.done
     stall_after_first_delta: bool = False  # send one audio delta, then nothing more
+    broken_frame_on: str | None = None  # answer this client event type with a frame that breaks the protocol
     error_message: str = "simulated failure"
 
 
@@ -119,7 +120,7 @@ class RealtimeServer:
         self._sockets.add(ws)
         try:
             await self._send(ws, "session.created", session={"type": mode, "id": self._id("sess")})
-            await self._serve(ws, conn, mode, fault)
+            await self._serve(request, ws, conn, mode, fault)
         finally:
             self._sockets.discard(ws)
         return ws
@@ -137,7 +138,9 @@ class RealtimeServer:
         self._violation(f"neither intent=transcription nor a model in the query: {query}")
         return None
 
-    async def _serve(self, ws: web.WebSocketResponse, conn: Connection, mode: str, fault: RealtimeFault | None) -> None:
+    async def _serve(
+        self, request: web.Request, ws: web.WebSocketResponse, conn: Connection, mode: str, fault: RealtimeFault | None
+    ) -> None:
         """The client's events until it hangs up, each answered, or met with the fault."""
         async for message in ws:
             event = self._client_event(message)
@@ -151,12 +154,7 @@ class RealtimeServer:
             if fault and fault.close_on == kind:
                 await ws.close()
                 break
-            if fault and fault.error_on == kind:
-                await self._send(
-                    ws,
-                    "error",
-                    error={"type": "invalid_request_error", "code": "simulated", "message": fault.error_message},
-                )
+            if fault and await self._faulted(request, ws, fault, kind):
                 continue
             silent = bool(fault and fault.silent_on == kind)
             await self._on_event(ws, conn, mode, event, silent)
@@ -171,6 +169,17 @@ class RealtimeServer:
         except ValueError:
             self._violation("malformed JSON event")
             return None
+
+    async def _faulted(self, request: web.Request, ws: web.WebSocketResponse, fault: RealtimeFault, kind: str) -> bool:
+        """Answer ``kind`` as the fault says instead of well; False when the fault is not about it."""
+        if fault.broken_frame_on == kind and request.transport is not None:
+            request.transport.write(b"\xf1\x02{}")  # reserved bits set: no extension allows them
+            return True
+        if fault.error_on == kind:
+            error = {"type": "invalid_request_error", "code": "simulated", "message": fault.error_message}
+            await self._send(ws, "error", error=error)
+            return True
+        return False
 
     async def _send(self, ws: web.WebSocketResponse, kind: str, **fields: Any) -> None:
         await ws.send_str(json.dumps({"type": kind, "event_id": self._id("event"), **fields}))

@@ -4,6 +4,9 @@ Every request is checked against rules written from the OpenAI audio API spec
 (`../shared/reference/openai-audio-openapi.yaml`; `test_upstream_rules.py` checks that these rules
 still say what the spec says). A request that breaks a rule gets a 400 and is recorded in
 ``violations``, which the tests' fixture asserts empty. Faults are switched on per test.
+
+``use(name)`` switches to a backend profile: what one real server does differently, written from
+its documentation and its users' reports (see PROFILES and docs/servers.md).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from audio_samples import encode, tone, wav
+from audio_samples import encode, shaped_wav, tone, wav
 
 # --- rules from the spec (CreateSpeechRequest, CreateTranscriptionRequest) -----------------------
 SPEECH_PROPERTIES = {"model", "input", "instructions", "voice", "response_format", "speed", "stream_format"}
@@ -60,6 +63,8 @@ class Fault:
     truncate: bool = False  # promise more bytes than sent, then hang up
     body: bytes | None = None  # send these bytes as the 200 body (not audio)
     close_connection: bool = False  # hang up without answering
+    raw: bytes | None = None  # write these bytes as the whole HTTP answer, then hang up
+    drip_after: int = 0  # with drip_interval: send this many bytes at once first
 
 
 @dataclass
@@ -70,6 +75,96 @@ class Recorded:
     fields: dict[str, Any] = field(default_factory=dict)
     file_name: str | None = None
     file_bytes: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How one real server answers, where it differs from the spec (facts from its docs and reports)."""
+
+    backend: str = "OPENAI"  # the probe it answers: KOKORO_FASTAPI /v1/test, SPEACHES /health, LOCALAI /readyz
+    checks_key: bool = True
+    speech_formats: frozenset[str] = frozenset(SPEECH_FORMATS)  # others are refused, as refusal says
+    refusal: str = "openai"  # openai: 400 error JSON naming the field; fastapi: 422 detail; openedai: 400 own JSON;
+    # openedai-0.13: 500 without a word about the format
+    refusal_message: str = "Invalid value for response_format"
+    answers_with: str | None = None  # the format it sends whatever was asked
+    streams_raw_pcm: bool = False  # raw 16-bit PCM labelled audio/pcm, whatever was asked
+    wav_shape: str = "canonical"  # see audio_samples.shaped_wav
+    speech_rate: int = PCM_RATE  # of its wav and pcm
+    pcm_content_type: str = "audio/pcm"
+    voices: str | None = None  # /v1/audio/voices: "names" {"voices": [...]}, "objects" (Speaches), None: 404
+    models: str = "ids"  # /v1/models: "ids", "speaches" (entries with task and voices)
+    model_voices: bool = False  # /v1/models/{id} lists its voices (Speaches)
+    transcribes: bool = True
+    transcript: str = "json"  # json, verbose (Groq), segments (LocalAI), text (any body that is not JSON)
+    streams_transcripts: str = "openai"  # SSE: openai delta/done events, segments (Speaches), none (ignores stream)
+    extra_fields: frozenset[str] = frozenset()
+
+
+PROFILES: dict[str, Profile] = {
+    "spec": Profile(),
+    # OpenAI streams WAV with both sizes 0xFFFFFFFF (seen in hexdumps, speaches-ai/speaches#493).
+    "openai": Profile(wav_shape="streamed"),
+    # Groq's Orpheus: response_format must be wav ("response_format must be one of [wav]", a 400),
+    # 24 kHz WAV; 429 with retry-after on its free tier; verbose JSON with x_groq; stream is ignored.
+    "groq": Profile(
+        speech_formats=frozenset({"wav"}),
+        refusal_message="response_format must be one of [wav]",
+        transcript="verbose",
+        streams_transcripts="none",
+    ),
+    # Speaches: /health says OK, voices at /v1/audio/voices (objects) and per model, 422 for a bad
+    # field (FastAPI), WAV streamed through soundfile with zero sizes (before it stopped streaming WAV),
+    # one SSE data line of {"text"} per segment when stream=true, vad_filter as an extra field, no key.
+    "speaches": Profile(
+        backend="SPEACHES",
+        checks_key=False,
+        refusal="fastapi",
+        wav_shape="zero-sizes",
+        voices="objects",
+        models="speaches",
+        model_voices=True,
+        streams_transcripts="segments",
+        extra_fields=frozenset({"vad_filter"}),
+    ),
+    # Kokoro-FastAPI: /v1/test, voices as names, WAV from FFmpeg's muxer with 0xFFFFFFFF sizes and a
+    # LIST chunk, and (before its fix, remsky/Kokoro-FastAPI#467) the size trailer; speech only.
+    "kokoro-fastapi": Profile(
+        backend="KOKORO_FASTAPI", checks_key=False, wav_shape="muxer-trailer", voices="names", transcribes=False
+    ),
+    # Kokoros: streams by default, and then sends raw PCM labelled audio/pcm whatever was asked;
+    # voices as names; a static model list; speech only.
+    "kokoros": Profile(checks_key=False, streams_raw_pcm=True, voices="names", transcribes=False),
+    # Kokoros before streaming: a 32-bit float WAV even when asked for mp3 (lucasjinreal/Kokoros#63).
+    "kokoros-2025": Profile(checks_key=False, answers_with="wav", wav_shape="float", voices="names", transcribes=False),
+    # LocalAI: /readyz; ignores response_format and answers WAV (piper: 22050 Hz); no voice listing
+    # (the model is the voice); transcripts with segments; stream is ignored; no key.
+    "localai": Profile(
+        backend="LOCALAI",
+        checks_key=False,
+        answers_with="wav",
+        speech_rate=22050,
+        transcript="segments",
+        streams_transcripts="none",
+    ),
+    # openedai-speech (0.14 and later): all six formats, pcm labelled with piper's rate, a 400 with its
+    # own JSON for anything else; speech only.
+    "openedai-speech": Profile(
+        checks_key=False,
+        refusal="openedai",
+        speech_rate=22050,
+        pcm_content_type="audio/pcm;rate=22050",
+        transcribes=False,
+    ),
+    # openedai-speech before 0.14 knew mp3, opus, aac and flac only: wav or pcm failed with a 500
+    # whose body says nothing about the format.
+    "openedai-speech-0.13": Profile(
+        checks_key=False,
+        speech_formats=frozenset({"mp3", "opus", "aac", "flac"}),
+        refusal="openedai-0.13",
+        transcribes=False,
+    ),
+}
 
 
 class FakeUpstream:
@@ -100,8 +195,21 @@ class FakeUpstream:
         self.peers: set[tuple[str, int]] = set()  # client addresses seen: one per TCP connection
         self.unavailable = False  # answer everything 503, as a server being restarted or overloaded does
         self.model_listings = 0  # GET /v1/models: what the proxy probes a failing upstream with
+        self.profile = PROFILES["spec"]
+        self.listing_faults: list[Fault] = []  # for /v1/audio/voices and /v1/models
         self._runner: web.AppRunner | None = None
         self.port = 0
+
+    def use(self, name: str) -> Profile:
+        """Behave as the named real server from now on."""
+        self.profile = profile = PROFILES[name]
+        self.backend = profile.backend
+        self.allowed_extra_fields = set(profile.extra_fields)
+        if not profile.checks_key:
+            self.key = None
+        if profile.streams_transcripts == "none":
+            self.streams_transcripts = False
+        return profile
 
     @property
     def url(self) -> str:
@@ -125,7 +233,8 @@ class FakeUpstream:
         app.router.add_post("/v1/audio/speech", self._counting_cancellations(self._speech))
         app.router.add_post("/v1/audio/transcriptions", self._counting_cancellations(self._transcriptions))
         app.router.add_get("/v1/test", self._kokoro_test)
-        app.router.add_get("/v1/audio/voices", self._kokoro_voices)
+        app.router.add_get("/v1/audio/voices", self._audio_voices)
+        app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._speaches_health)
         app.router.add_get("/v1/models/{model:.+}", self._speaches_model)
         app.router.add_get("/readyz", self._localai_ready)
@@ -205,21 +314,44 @@ class FakeUpstream:
             return early
 
         fmt = body.get("response_format", "mp3")
-        seconds = max(0.1, len(body["input"]) * SECONDS_PER_CHARACTER)
-        content = speech_audio(fmt, seconds, amplitude_for(body["input"]))
+        if fmt not in self.profile.speech_formats:
+            return _refusal(self.profile, fmt)
+        content_type, content = self._speech_content(fmt, body["input"])
         if self.speech_override is not None:
             content = self.speech_override[1]
         if self.speech_bodies:
             content = self.speech_bodies.pop(0)
         if fault is not None and fault.body is not None:
             content = fault.body
-        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        return await self._send_speech(request, fault, content_type, content)
+
+    def _speech_content(self, fmt: str, text: str) -> tuple[str, bytes]:
+        profile = self.profile
+        seconds, amplitude = max(0.1, len(text) * SECONDS_PER_CHARACTER), amplitude_for(text)
+        if profile.streams_raw_pcm:
+            return "audio/pcm", tone(seconds, PCM_RATE, amplitude=amplitude)
+        fmt = profile.answers_with or fmt
+        if fmt == "wav" and (profile.wav_shape != "canonical" or profile.speech_rate != PCM_RATE):
+            return "audio/wav", shaped_wav(
+                tone(seconds, profile.speech_rate, amplitude=amplitude), profile.speech_rate, profile.wav_shape
+            )
+        if fmt == "pcm":
+            return profile.pcm_content_type, tone(seconds, profile.speech_rate, amplitude=amplitude)
+        return "application/octet-stream", speech_audio(fmt, seconds, amplitude)
+
+    async def _send_speech(
+        self, request: web.Request, fault: Fault | None, content_type: str, content: bytes
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": content_type})
         if fault is not None and fault.truncate:
             response.content_length = len(content) * 2
         else:
             response.enable_chunked_encoding()
         await response.prepare(request)
         step = 1 if fault is not None and fault.drip_interval else self.chunk_bytes
+        if fault is not None and fault.drip_after:
+            await response.write(content[: fault.drip_after])
+            content = content[fault.drip_after :]
         for start in range(0, len(content), step):
             await response.write(content[start : start + step])
             if fault is not None and fault.drip_interval:
@@ -239,21 +371,10 @@ class FakeUpstream:
             return denied
         if request.content_type != "multipart/form-data":
             return self._violation(f"transcription: content type {request.content_type}, expected multipart/form-data")
-        fields: dict[str, Any] = {}
-        recorded = Recorded("/audio/transcriptions", dict(request.headers), fields=fields)
-        reader = await request.multipart()
-        async for part in reader:
-            name = part.name or ""
-            if name == "file":
-                recorded.file_name = part.filename
-                recorded.file_bytes = bytes(await part.read())
-                fields["file"] = True
-            elif name.endswith("[]"):
-                fields.setdefault(name[:-2], []).append(await part.text())
-            else:
-                if name in fields:
-                    return self._violation(f"transcription: field {name} sent twice")
-                fields[name] = await part.text()
+        recorded, problem = await _read_form(request)
+        if problem:
+            return self._violation(problem)
+        fields = recorded.fields
         self.requests.append(recorded)
         if problem := check_transcription(fields, recorded.file_name, recorded.file_bytes, self.allowed_extra_fields):
             return self._violation(problem)
@@ -269,10 +390,10 @@ class FakeUpstream:
             return web.Response(body=fault.body, content_type="application/json")
         text = self.transcript if self.transcript is not None else describe_wav(file_bytes)
         if fields.get("stream") == "true" and self.streams_transcripts:
+            if self.profile.streams_transcripts == "segments":
+                return await _stream_segments(request, text)
             return await _stream_transcript(request, text)
-        if fields.get("response_format") == "text":
-            return web.Response(text=text)
-        return web.json_response({"text": text})
+        return _transcript_reply(self.profile, text, fields.get("response_format"))
 
     # --- backend probes and voice listings ---------------------------------------------------------
 
@@ -282,11 +403,38 @@ class FakeUpstream:
             return _error(404, "Not Found")
         return web.json_response({"status": "ok"})
 
-    async def _kokoro_voices(self, request: web.Request) -> web.Response:
+    async def _audio_voices(self, request: web.Request) -> web.StreamResponse:
         await self._probe_pause()
-        if self.backend != "KOKORO_FASTAPI":
+        fault = self._take_fault(self.listing_faults)
+        if fault is not None and (early := await _fault_response(request, fault)) is not None:
+            return early
+        shape = self.profile.voices or ("names" if self.backend == "KOKORO_FASTAPI" else None)
+        if shape is None:
             return _error(404, "Not Found")
+        if shape == "objects" and isinstance(self.voices, list):
+            voices = [{"name": v, "language": "en-us", "gender": "female", "id": v} for v in self.voices]
+            return web.json_response({"voices": voices, "object": "list"})
         return web.json_response({"voices": self.voices})
+
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        await self._probe_pause()
+        fault = self._take_fault(self.listing_faults)
+        if fault is not None and (early := await _fault_response(request, fault)) is not None:
+            return early
+        if self.profile.models == "speaches":
+            voices = [{"name": v, "language": "en-us", "gender": "female", "id": v} for v in self.voices]
+            data = [
+                {
+                    "id": "speaches-ai/Kokoro-82M-v1.0-ONNX",
+                    "object": "model",
+                    "task": "text-to-speech",
+                    "voices": voices,
+                },
+                {"id": "Systran/faster-whisper-small", "object": "model", "task": "automatic-speech-recognition"},
+            ]
+        else:
+            data = [{"id": name, "object": "model", "owned_by": "stand-in"} for name in ("tts-1", "whisper-1")]
+        return web.json_response({"object": "list", "data": data})
 
     async def _speaches_health(self, request: web.Request) -> web.Response:
         await self._probe_pause()
@@ -296,7 +444,7 @@ class FakeUpstream:
 
     async def _speaches_model(self, request: web.Request) -> web.Response:
         await self._probe_pause()
-        if self.backend != "SPEACHES":
+        if self.backend != "SPEACHES" and not self.profile.model_voices:
             return _error(404, "Not Found")
         model = request.match_info["model"]
         return web.json_response(
@@ -339,6 +487,68 @@ async def _stream_transcript(request: web.Request, text: str) -> web.StreamRespo
     return response
 
 
+async def _stream_segments(request: web.Request, text: str) -> web.StreamResponse:
+    """Speaches' stream: one ``data: {"text": …}`` per segment (here: per sentence), no [DONE]."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    for segment in (part for part in text.replace(". ", ".|").split("|") if part):
+        await response.write(f"data: {json.dumps({'text': ' ' + segment})}\n\n".encode())
+    await response.write_eof()
+    return response
+
+
+def _transcript_reply(profile: Profile, text: str, response_format: str | None) -> web.Response:
+    if response_format == "text" or profile.transcript == "text":
+        return web.Response(text=text)
+    if profile.transcript == "verbose":
+        segment = {"id": 0, "start": 0.0, "end": 1.0, "text": " " + text}
+        reply = {
+            "task": "transcribe",
+            "language": "English",
+            "duration": 1.0,
+            "text": " " + text,
+            "segments": [segment],
+        }
+        return web.json_response({**reply, "x_groq": {"id": "req_stand_in"}})
+    if profile.transcript == "segments":
+        return web.json_response({"segments": [{"id": 0, "start": 0, "end": 1, "text": text}], "text": text})
+    return web.json_response({"text": text})
+
+
+def _refusal(profile: Profile, fmt: str) -> web.Response:
+    if profile.refusal == "fastapi":
+        allowed = sorted(profile.speech_formats)
+        listed = ", ".join(f"'{f}'" for f in allowed[:-1]) + f" or '{allowed[-1]}'"
+        detail = [{"type": "literal_error", "loc": ["body", "response_format"], "msg": f"Input should be {listed}", "input": fmt}]  # fmt: skip
+        return web.json_response({"detail": detail}, status=422)
+    if profile.refusal == "openedai":
+        body = {"message": f"Invalid response_format: '{fmt}'", "code": 400, "type": "BadRequestError", "param": "response_format"}  # fmt: skip
+        return web.json_response(body, status=400)
+    if profile.refusal == "openedai-0.13":
+        return web.json_response({"message": "InternalServerError", "code": 500}, status=500)
+    return _error(400, profile.refusal_message)
+
+
+async def _read_form(request: web.Request) -> tuple[Recorded, str | None]:
+    """The multipart fields as sent (``name[]`` fields gathered into lists), and a rule broken, if any."""
+    fields: dict[str, Any] = {}
+    recorded = Recorded("/audio/transcriptions", dict(request.headers), fields=fields)
+    reader = await request.multipart()
+    async for part in reader:
+        name = part.name or ""
+        if name == "file":
+            recorded.file_name = part.filename
+            recorded.file_bytes = bytes(await part.read())
+            fields["file"] = True
+        elif name.endswith("[]"):
+            fields.setdefault(name[:-2], []).append(await part.text())
+        elif name in fields:
+            return recorded, f"transcription: field {name} sent twice"
+        else:
+            fields[name] = await part.text()
+    return recorded, None
+
+
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
     return web.json_response(body, status=status, headers=headers)
@@ -347,6 +557,12 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 async def _fault_response(request: web.Request, fault: Fault) -> web.StreamResponse | None:
     if fault.silent:
         await asyncio.sleep(3600)
+    if fault.raw is not None:
+        request.transport.write(fault.raw)  # type: ignore[union-attr]
+        await asyncio.sleep(0.05)
+        if request.transport is not None:
+            request.transport.close()
+        return web.Response(status=500)
     if fault.close_connection:
         request.transport.close()  # type: ignore[union-attr]
         return web.Response(status=500)
@@ -370,6 +586,10 @@ def check_speech(body: Any, extra: set[str]) -> str | None:
     voice = body["voice"]
     if not (isinstance(voice, str) or (isinstance(voice, dict) and isinstance(voice.get("id"), str))):
         return "speech: voice must be a string or {id}"
+    return _speech_options_problem(body)
+
+
+def _speech_options_problem(body: dict[str, Any]) -> str | None:
     if "instructions" in body and (not isinstance(body["instructions"], str) or len(body["instructions"]) > 4096):
         return "speech: bad instructions"
     if body.get("response_format", "mp3") not in SPEECH_FORMATS:
@@ -399,6 +619,10 @@ def check_transcription(
             return f"transcription: {name} must be sent as an array ({name}[])"
     if fields.get("response_format", "json") not in TRANSCRIPTION_FORMATS:
         return f"transcription: response_format {fields.get('response_format')!r}"
+    return _transcription_values_problem(fields) or (_wav_problem(data) if file_name.lower().endswith(".wav") else None)
+
+
+def _transcription_values_problem(fields: dict[str, Any]) -> str | None:
     if "temperature" in fields:
         try:
             temperature = float(fields["temperature"])
@@ -408,14 +632,17 @@ def check_transcription(
             return "transcription: temperature out of 0..1"
     if "stream" in fields and fields["stream"] not in ("true", "false"):
         return "transcription: stream must be true or false"
-    if file_name.lower().endswith(".wav"):
-        try:
-            with wave.open(io.BytesIO(data or b"")) as w:
-                frames = w.getnframes()
-                if len(w.readframes(frames)) != frames * w.getsampwidth() * w.getnchannels():
-                    return "transcription: WAV shorter than its header says"
-        except (wave.Error, EOFError) as err:
-            return f"transcription: file is not a valid WAV ({err})"
+    return None
+
+
+def _wav_problem(data: bytes | None) -> str | None:
+    try:
+        with wave.open(io.BytesIO(data or b"")) as w:
+            frames = w.getnframes()
+            if len(w.readframes(frames)) != frames * w.getsampwidth() * w.getnchannels():
+                return "transcription: WAV shorter than its header says"
+    except (wave.Error, EOFError) as err:
+        return f"transcription: file is not a valid WAV ({err})"
     return None
 
 

@@ -13,18 +13,18 @@ import sys
 import time
 
 from . import __version__, failover
-from .backends import detect_backend, discover_voices
+from .backends import Rediscovery, detect_backend, discover_voices
 from .catalog import Catalog
 from .handler import Services
 from .http import StatusServer
 from .logs import setup_logging
 from .monitor import Monitor
 from .server import WyomingServer
-from .settings import OPENAI_VOICES, Settings, SettingsError, load_settings
+from .settings import OPENAI_VOICES, Backend, Settings, SettingsError, load_settings
 from .streaming import warm_up
 from .stt import Transcriber
 from .tts import Synthesizer
-from .upstream import Upstream, UpstreamError
+from .upstream import Upstream
 
 _LOGGER = logging.getLogger("wyoming_openai")
 
@@ -40,6 +40,7 @@ def make_upstream(settings: Settings, role: str) -> Upstream:
         read_timeout=settings.upstream_read_timeout,
         retries=settings.upstream_retries,
         max_connections=settings.upstream_max_connections,
+        retry_after_max=settings.upstream_retry_after_max,
     )
 
 
@@ -71,40 +72,62 @@ def build_services(settings: Settings) -> Services:
     )
 
 
-async def discover(services: Services) -> None:
-    """Learn each upstream's kind and voices; bounded, and never in the way of serving."""
+async def discover(services: Services, again: bool = False) -> None:
+    """Learn each upstream's kind and voices; bounded, and never in the way of serving. ``again``:
+    a later round, which probes afresh and changes the voices only when the upstream lists some."""
     settings = services.settings
 
     async def stt() -> None:
         if services.transcriber is not None:
             backend = await detect_backend(services.transcriber.upstream, settings.stt_backend)
+            if backend is not services.transcriber.backend or not again:
+                _LOGGER.info("STT upstream %s: %s", services.transcriber.upstream.display_url, backend.value)
             services.transcriber.backend = backend
-            _LOGGER.info("STT upstream %s: %s", services.transcriber.upstream.display_url, backend.value)
 
     async def tts() -> None:
         if services.synthesizer is None:
             return
         upstream = services.synthesizer.upstream
         backend = await detect_backend(upstream, settings.tts_backend)
-        _LOGGER.info("TTS upstream %s: %s", upstream.display_url, backend.value)
-        if settings.tts_voices:
-            return
-        try:
-            voices = await discover_voices(upstream, backend, settings.tts_models)
-        except UpstreamError as err:
-            _LOGGER.warning("Voice discovery failed (%s); offering OpenAI's voices. Set --tts-voices to choose.", err)
-            voices = [(voice, None) for voice in OPENAI_VOICES]
-        if not voices:
-            _LOGGER.warning("The TTS upstream lists no voices; set --tts-voices")
-            return
-        services.catalog.set_voices(voices)
-        _LOGGER.info("Voices: %s", ", ".join(services.catalog.voices))
+        if not again:
+            _LOGGER.info("TTS upstream %s: %s", upstream.display_url, backend.value)
+        if not settings.tts_voices:
+            await _offer_voices(services, upstream, backend, again)
 
     fallbacks = [s.discover() for s in (services.transcriber, services.synthesizer) if s is not None]
     results = await asyncio.gather(stt(), tts(), *fallbacks, return_exceptions=True)
     for result in results:
         if isinstance(result, Exception):
             _LOGGER.warning("Discovery failed: %s", result)
+
+
+async def _offer_voices(services: Services, upstream: Upstream, backend: Backend, again: bool) -> None:
+    catalog = services.catalog
+    voices = await discover_voices(upstream, backend, services.settings.tts_models)
+    if voices:
+        if list(catalog.voices) != list(dict.fromkeys(name for name, _ in voices)) or catalog.provisional:
+            catalog.set_voices(voices)
+            _LOGGER.info("Voices: %s", ", ".join(catalog.voices))
+    elif not again:
+        # OpenAI's voices, so that Home Assistant has some to show; a voice the client names is used
+        # as it is, since the server may well have it.
+        _LOGGER.warning(
+            "The TTS upstream lists no voices; offering OpenAI's until it does. Set --tts-voices to choose."
+        )
+        catalog.set_voices(((voice, None) for voice in OPENAI_VOICES), provisional=True)
+
+
+async def keep_discovering(services: Services, rediscovery: Rediscovery, first: asyncio.Task) -> None:
+    """Discovery again every so often, and when a client names a voice we do not know."""
+    await asyncio.gather(first, return_exceptions=True)
+    rediscovery.ran()
+    while True:
+        await rediscovery.wait()
+        for service in (services.transcriber, services.synthesizer):
+            if service is not None:
+                service.upstream.detection = None  # probe afresh: the server may have changed
+        await discover(services, again=True)
+        rediscovery.ran()
 
 
 class Proxy:
@@ -116,7 +139,9 @@ class Proxy:
         self.services: Services | None = None
         self.server: WyomingServer | None = None
         self.http: StatusServer | None = None
-        self.discovery: asyncio.Task | None = None
+        self.discovery: asyncio.Task | None = None  # the first round
+        self.rediscovery = Rediscovery()
+        self._rediscovering: asyncio.Task | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -136,13 +161,18 @@ class Proxy:
                 self.http = http
         _warn_about_keys(settings)
         self.discovery = asyncio.create_task(discover(services), name="discovery")
+        services.catalog.on_unknown_voice = self.rediscovery.unknown_voice
+        self._rediscovering = asyncio.create_task(
+            keep_discovering(services, self.rediscovery, self.discovery), name="rediscovery"
+        )
         # What start-up made (modules, sentence rules, the catalog) lives as long as the process:
         # frozen, full collections under load stop walking it (measured: longest pause 19 -> 4 ms).
         gc.freeze()
 
     async def stop(self) -> None:
-        if self.discovery is not None:
-            self.discovery.cancel()
+        for task in (self.discovery, self._rediscovering):
+            if task is not None:
+                task.cancel()
         if self.http is not None:
             await self.http.stop()
         if self.server is not None:

@@ -7,7 +7,7 @@ The ``info`` answer is encoded once and again only when discovery changes the vo
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from wyoming.info import AsrModel, AsrProgram, Attribution, Info, TtsProgram, TtsVoice
@@ -56,6 +56,7 @@ class Catalog:
         self.voices: dict[str, Voice] = {}
         self.default_voice: Voice | None = None
         self.info_bytes = b""
+        self.on_unknown_voice: Callable[[str], object] | None = None  # discovery: a reason to ask again
         # Until discovery answers, offer OpenAI's voices (what an unknown server falls back to as well):
         # Home Assistant cannot load a TTS entity whose program has no voice, and it keeps the
         # info it got when the server was added.
@@ -74,6 +75,8 @@ class Catalog:
 
     def voice(self, requested: str | None) -> Voice | None:
         """The voice a ``synthesize`` asks for; an unknown one falls back to the default."""
+        if requested and requested not in self.voices and self.on_unknown_voice is not None:
+            self.on_unknown_voice(requested)
         if self.provisional and requested and self.settings.tts_models:
             # Discovery has not answered yet: trust the client's choice rather than refuse.
             return self.voices.get(requested) or Voice(requested, self.settings.tts_models[0], requested)
@@ -86,12 +89,13 @@ class Catalog:
 
     # --- updates -----------------------------------------------------------------------------
 
-    def set_voices(self, voices: Iterable[tuple[str, str | None]]) -> None:
+    def set_voices(self, voices: Iterable[tuple[str, str | None]], provisional: bool = False) -> None:
         """Offer these (voice, model) pairs; a voice without a model speaks with the first model.
 
         Each voice is listed once, with the first model that has it, so Home Assistant's voice
         picker shows no duplicates. The presets follow, each in the place of a voice of the same
-        name (so naming one in --tts-voices puts it there, first: the default).
+        name (so naming one in --tts-voices puts it there, first: the default). ``provisional``: a
+        stand-in list, so voices the client names are trusted as they are.
         """
         labels = self.settings.tts_voice_labels
         models = self.settings.tts_models
@@ -114,7 +118,7 @@ class Catalog:
                     languages=preset.languages,
                 )
         self.voices = offered
-        self.provisional = False
+        self.provisional = provisional
         self.default_voice = next(iter(offered.values()), None)
         self.info_bytes = encode_event(self.info().event())
 

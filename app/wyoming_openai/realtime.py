@@ -89,7 +89,7 @@ class _Socket:
             except (asyncio.TimeoutError, TimeoutError):
                 raise self.error("did not answer in time") from None
             except aiohttp.ClientError as err:
-                raise self.upstream._failure(err) from None
+                raise self.upstream.failure(err) from None
             if message.type == aiohttp.WSMsgType.TEXT:
                 try:
                     event = json.loads(message.data)
@@ -105,7 +105,9 @@ class _Socket:
                 reason = f" ({code}: {_clip(str(message.extra))})" if code not in (None, 1000) and message.extra else ""
                 raise self.error(f"closed the connection{reason}")
             if message.type == aiohttp.WSMsgType.ERROR:
-                raise self.error(f"broke the connection ({type(message.data).__name__})")
+                raise self.error(
+                    f"broke the websocket protocol ({_clip(str(message.data)) or type(message.data).__name__})"
+                )
             # Binary frames are not part of the protocol: ignore rather than fail a working session.
 
 

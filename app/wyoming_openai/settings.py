@@ -264,6 +264,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("upstream_connect_timeout", "WYOMING_UPSTREAM_CONNECT_TIMEOUT", 5.0, number(float, 0.1), "seconds to connect to an upstream"),
     _opt("upstream_read_timeout", "WYOMING_UPSTREAM_READ_TIMEOUT", 15.0, number(float, 0.1), "seconds an upstream may stay silent mid-response"),
     _opt("upstream_retries", "WYOMING_UPSTREAM_RETRIES", 1, number(int, 0, 5), "immediate retries after a connection failure or 502/503/504 (never after audio has been sent on)"),
+    _opt("upstream_retry_after_max", "WYOMING_UPSTREAM_RETRY_AFTER_MAX", 2.0, number(float, 0, 60), "a rate-limited (429) request is retried when its Retry-After is at most this many seconds (0: never)"),
     _opt("upstream_max_connections", "WYOMING_UPSTREAM_MAX_CONNECTIONS", 256, number(int, 1), "pooled keep-alive connections per upstream (more requests wait for one)"),
     _opt("http_port", "WYOMING_HTTP_PORT", None, optional(number(int, 0, 65535)), "serve /health, /metrics and a status page over HTTP on this port, on --uri's host (off when unset)"),
     # Speech to text
@@ -278,6 +279,9 @@ OPTIONS: tuple[Option, ...] = (
     _opt("stt_extra_body", "STT_EXTRA_BODY", {}, json_object, "JSON object of extra fields for each transcription request"),
     _opt("stt_realtime_extra_body", "STT_REALTIME_EXTRA_BODY", {}, json_object, "JSON object merged into the Realtime transcription session"),
     _opt("stt_max_seconds", "STT_MAX_SECONDS", 120.0, number(float, 1), "longest utterance accepted, in seconds of audio"),
+    _opt("stt_silence_gate", "STT_SILENCE_GATE", True, boolean, "answer an empty transcript, without asking the upstream, for an utterance that never rises above --stt-silence-threshold", flag_nargs="?", flag_const="true"),
+    _opt("stt_silence_threshold", "STT_SILENCE_THRESHOLD", -60.0, number(float, -96, 0), "peak level, in dBFS, below which an utterance counts as silence (near digital silence: a quiet voice is far louder)"),
+    _opt("stt_hallucination_filter", "STT_HALLUCINATION_FILTER", True, boolean, "drop Whisper's known hallucinations (\"Thank you for watching.\", \"Subtitles by …\") transcribed from short or quiet audio", flag_nargs="?", flag_const="true"),
     _opt("stt_fallback_url", "STT_FALLBACK_URL", None, optional(_http_url), "base URL of a second speech-to-text API, asked when the first fails"),
     _opt("stt_fallback_key", "STT_FALLBACK_KEY", None, _secret, "API key for the speech-to-text fallback", secret=True),
     _opt("stt_fallback_model", "STT_FALLBACK_MODEL", None, optional(str), "model asked of the speech-to-text fallback (default: the request's)"),
@@ -339,6 +343,7 @@ class Settings:
     upstream_connect_timeout: float
     upstream_read_timeout: float
     upstream_retries: int
+    upstream_retry_after_max: float
     upstream_max_connections: int
     http_port: int | None
     stt_openai_key: Secret | None
@@ -352,6 +357,9 @@ class Settings:
     stt_extra_body: dict[str, Any]
     stt_realtime_extra_body: dict[str, Any]
     stt_max_seconds: float
+    stt_silence_gate: bool
+    stt_silence_threshold: float
+    stt_hallucination_filter: bool
     stt_fallback_url: str | None
     stt_fallback_key: Secret | None
     stt_fallback_model: str | None

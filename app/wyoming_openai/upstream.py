@@ -8,8 +8,10 @@ per request, which decides how many clients one proxy can serve.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -18,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+from aiohttp import http_exceptions
 
 from . import __version__
 from .settings import Secret, redact_url
@@ -26,6 +29,7 @@ _LOGGER = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({502, 503, 504})
 RETRY_PAUSE = 0.05  # a stale keep-alive connection or a restarting server: try again at once, once
+RATE_LIMIT_RETRIES = 3  # 429s waited out for one request at most (a server may ask for 0 s every time)
 SPEECH_BODY_TIME_FACTOR = 10  # a speech body may stream this many times the answer time-out
 ERROR_TEXT_LIMIT = 300
 
@@ -38,11 +42,24 @@ def upstream_language(language: str | None) -> str | None:
 
 
 class UpstreamError(Exception):
-    """An upstream request failed. ``str()`` is safe to show a user: no key, no credentials."""
+    """An upstream request failed. ``str()`` is safe to show a user: no key, no credentials.
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    ``status`` is the HTTP status the upstream answered, if it answered one; ``retry_after`` the
+    seconds it asked us to wait before trying again (a 429's Retry-After), if it said.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
+
+
+class _Retry(Exception):
+    """This attempt failed in a way worth another: after ``pause`` seconds."""
+
+    def __init__(self, pause: float, rate_limited: bool = False) -> None:
+        self.pause = pause
+        self.rate_limited = rate_limited
 
 
 class Upstream:
@@ -59,6 +76,7 @@ class Upstream:
         read_timeout: float,
         retries: int,
         max_connections: int,
+        retry_after_max: float = 2.0,
     ) -> None:
         self.role = role
         self.display_url = redact_url(base_url)
@@ -74,6 +92,7 @@ class Upstream:
         self.timeout = timeout
         self.read_timeout = read_timeout
         self.retries = retries
+        self.retry_after_max = retry_after_max  # a 429 asking us to wait this long or less is waited out
         self.detection: asyncio.Future | None = None  # the backend probe, shared by STT and TTS
         self._secrets = [s for s in (key.reveal() if key else None, parts.password, parts.username) if s]
         headers = {"User-Agent": f"wyoming-openai/{__version__}"}
@@ -95,26 +114,20 @@ class Upstream:
 
     # --- requests ----------------------------------------------------------------------------
 
-    async def post_form(self, path: str, fields: Mapping[str, Any], file: tuple[str, bytes, str]) -> Any:
-        """Multipart POST (transcriptions); returns the parsed JSON, or the text of a text reply."""
+    async def post_form(self, path: str, fields: Mapping[str, Any], file: tuple[str, bytes, str]) -> tuple[str, bytes]:
+        """Multipart POST (transcriptions); returns the reply's content type and body."""
         body, content_type = _form(fields, file)
         async with self._deadline(self.timeout):
             async with self._request("POST", path, data=body, headers={"Content-Type": content_type}) as response:
-                return self.parse_reply(response.content_type, await response.read())
-
-    def parse_reply(self, content_type: str, body: bytes) -> Any:
-        if "json" in content_type:
-            try:
-                return json.loads(body)
-            except ValueError:
-                raise UpstreamError(f"{self.role} upstream {self.display_url} sent malformed JSON") from None
-        return body.decode("utf-8", "replace")
+                return response.headers.get("Content-Type", ""), await response.read()
 
     @asynccontextmanager
-    async def stream_post_json(self, path: str, payload: Mapping[str, Any]) -> AsyncIterator[AsyncIterator[bytes]]:
-        """POST JSON (speech) and iterate over the body's bytes as they arrive."""
-        async with self._stream("POST", path, json=dict(payload)) as (_, body):
-            yield body
+    async def stream_post_json(
+        self, path: str, payload: Mapping[str, Any]
+    ) -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:
+        """POST JSON (speech): (the reply's Content-Type, its body's bytes as they arrive)."""
+        async with self._stream("POST", path, json=dict(payload)) as streamed:
+            yield streamed
 
     @asynccontextmanager
     async def stream_post_form(
@@ -133,7 +146,7 @@ class Upstream:
         async with self._deadline(self.timeout) as deadline:
             async with self._request(method, path, **kwargs) as response:
                 deadline.reschedule(loop.time() + self.timeout * SPEECH_BODY_TIME_FACTOR)
-                yield response.content_type, self._iter_body(response)
+                yield response.headers.get("Content-Type", ""), self._iter_body(response)
 
     async def get_json(self, path: str, *, timeout: float, root: bool = False) -> Any:
         """GET for probing and discovery; raises UpstreamError on any failure."""
@@ -153,45 +166,66 @@ class Upstream:
             async with asyncio.timeout(seconds) as deadline:
                 yield deadline
         except TimeoutError:
-            raise self._failure(TimeoutError()) from None
+            raise self.failure(TimeoutError()) from None
 
     async def _iter_body(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         try:
             async for chunk in response.content.iter_any():
                 yield chunk
         except (aiohttp.ClientError, asyncio.TimeoutError) as err:
-            raise self._failure(err) from None
+            raise self.failure(err) from None
 
     @asynccontextmanager
     async def _request(
         self, method: str, path: str, *, root: bool = False, retries: int | None = None, **kwargs: Any
     ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The response to a request, retried after a connection failure, a 502/503/504 (``retries``
+        times) or a 429 whose Retry-After is short; a body that breaks while read is an UpstreamError."""
         url = (self.root_url if root else self.base_url) + path
         shown = f"{method} {(self.display_url if not root else redact_url(self.root_url))}{path}"
         attempts = 1 + (self.retries if retries is None else retries)
-        for attempt in range(1, attempts + 1):
+        attempt, waited, limited = 1, 0.0, 0
+        while True:
+            budget = self.retry_after_max - waited if limited < RATE_LIMIT_RETRIES else -1.0
             try:
-                response = await self._session.request(method, url, **kwargs)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as err:
-                if attempt < attempts and isinstance(err, aiohttp.ClientConnectionError):
-                    _LOGGER.debug("%s failed (%s), retrying", shown, type(err).__name__)
-                    await asyncio.sleep(RETRY_PAUSE)
-                    continue
-                raise self._failure(err) from None
-            if response.status >= 400:
-                body = await self._read_error_body(response)
-                response.release()
-                if attempt < attempts and response.status in RETRY_STATUSES:
-                    _LOGGER.debug("%s answered %s, retrying", shown, response.status)
-                    await asyncio.sleep(RETRY_PAUSE)
-                    continue
-                raise self._status_error(response, body)
-            _LOGGER.log(5, "%s -> %s", shown, response.status)
-            try:
-                yield response
-            finally:
-                response.release()
-            return
+                response = await self._attempt(method, url, shown, attempt < attempts, budget, kwargs)
+                break
+            except _Retry as retry:
+                if retry.rate_limited:
+                    waited, limited = waited + retry.pause, limited + 1
+                else:
+                    attempt += 1
+                await asyncio.sleep(retry.pause)  # cancelled, like everything else, when the client leaves
+        _LOGGER.log(5, "%s -> %s", shown, response.status)
+        try:
+            yield response
+        except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+            raise self.failure(err) from None
+        finally:
+            response.release()
+
+    async def _attempt(
+        self, method: str, url: str, shown: str, may_retry: bool, wait_budget: float, kwargs: dict[str, Any]
+    ) -> aiohttp.ClientResponse:
+        try:
+            response = await self._session.request(method, url, **kwargs)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+            if may_retry and isinstance(err, aiohttp.ClientConnectionError):
+                _LOGGER.debug("%s failed (%s), retrying", shown, type(err).__name__)
+                raise _Retry(RETRY_PAUSE) from None
+            raise self.failure(err) from None
+        if response.status < 400:
+            return response
+        body = await self._read_error_body(response)
+        response.release()
+        error = self._status_error(response, body)
+        if response.status == 429 and error.retry_after is not None and error.retry_after <= wait_budget:
+            _LOGGER.info("%s is rate limited; retrying in %s s as it asks", shown, f"{error.retry_after:g}")
+            raise _Retry(error.retry_after, rate_limited=True)
+        if may_retry and response.status in RETRY_STATUSES:
+            _LOGGER.debug("%s answered %s, retrying", shown, response.status)
+            raise _Retry(RETRY_PAUSE)
+        raise error
 
     async def _read_error_body(self, response: aiohttp.ClientResponse) -> bytes:
         try:
@@ -203,26 +237,16 @@ class Upstream:
     def _status_error(self, response: aiohttp.ClientResponse, body: bytes) -> UpstreamError:
         detail = _error_detail(body)
         message = f"{self.role} upstream {self.display_url} answered {response.status} {response.reason or ''}".rstrip()
-        if response.status == 429 and (retry_after := response.headers.get("Retry-After")):
-            message += f" (rate limited; retry after {retry_after[:10]} s)"
+        retry_after = retry_after_seconds(response.headers) if response.status in (429, 503) else None
+        if response.status == 429:
+            message += " (rate limited" + (f"; retry after {retry_after:g} s)" if retry_after is not None else ")")
         if detail:
             message += f": {detail}"
-        return UpstreamError(self.scrub(message), status=response.status)
+        return UpstreamError(self.scrub(message), status=response.status, retry_after=retry_after)
 
-    def _failure(self, err: BaseException) -> UpstreamError:
-        if isinstance(err, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-            text = "did not answer in time"
-        elif isinstance(err, aiohttp.ClientConnectorDNSError):
-            text = f"host name {self.hostname!r} could not be resolved"
-        elif isinstance(err, aiohttp.ClientConnectorError):
-            text = f"refused or unreachable ({err.os_error.strerror or type(err.os_error).__name__})"
-        elif isinstance(err, aiohttp.ClientPayloadError):
-            text = "ended its response early (truncated body)"
-        elif isinstance(err, aiohttp.ServerDisconnectedError):
-            text = "closed the connection"
-        else:
-            text = f"failed ({type(err).__name__})"
-        return UpstreamError(self.scrub(f"{self.role} upstream {self.display_url} {text}"))
+    def failure(self, err: BaseException) -> UpstreamError:
+        """An aiohttp or time-out failure as an UpstreamError that says what happened, in words."""
+        return UpstreamError(self.scrub(f"{self.role} upstream {self.display_url} {_failure_text(err, self.hostname)}"))
 
     def scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -255,7 +279,7 @@ class Upstream:
             status = err.status if err.status >= 400 else None
             raise UpstreamError(self.scrub(f"{self.role} upstream {self.display_url} {text}"), status=status) from None
         except (aiohttp.ClientError, asyncio.TimeoutError) as err:
-            raise self._failure(err) from None
+            raise self.failure(err) from None
         try:
             yield ws
         finally:
@@ -290,7 +314,7 @@ def _quoted(name: str) -> str:
 
 
 async def server_sent_events(body: AsyncIterator[bytes], limit: int = 1024 * 1024) -> AsyncIterator[Any]:
-    """The JSON ``data:`` of each server-sent event; ``[DONE]`` ends the stream."""
+    """The ``data:`` of each server-sent event, parsed if it is JSON, else as text; ``[DONE]`` ends the stream."""
     buffer = b""
     async for chunk in body:
         buffer += chunk
@@ -298,16 +322,28 @@ async def server_sent_events(body: AsyncIterator[bytes], limit: int = 1024 * 102
             raise UpstreamError("upstream sent an event larger than 1 MiB")
         *lines, buffer = buffer.split(b"\n")
         for line in lines:
-            line = line.strip()
-            if not line.startswith(b"data:"):
-                continue  # comments, event names, blank separators
-            data = line[5:].strip()
-            if data == b"[DONE]":
+            if (data := _event_data(line)) is _DONE:
                 return
-            try:
-                yield json.loads(data)
-            except ValueError:
-                raise UpstreamError("upstream sent a malformed server-sent event") from None
+            if data is not None:
+                yield data
+    if (data := _event_data(buffer)) is not None and data is not _DONE:
+        yield data  # a last event without its newline
+
+
+_DONE = object()
+
+
+def _event_data(line: bytes) -> Any:
+    line = line.strip()
+    if not line.startswith(b"data:"):
+        return None  # comments, event names, blank separators
+    data = line[5:].strip()
+    if data == b"[DONE]":
+        return _DONE
+    try:
+        return json.loads(data)
+    except ValueError:
+        return data.decode("utf-8", "replace")  # a server streaming plain text (response_format=text)
 
 
 def _form_values(name: str, value: Any) -> list[tuple[str, str]]:
@@ -342,3 +378,54 @@ def _error_detail(body: bytes) -> str:
             text = str(parsed["message"])
     text = " ".join(text.split())
     return text[:ERROR_TEXT_LIMIT] + ("…" if len(text) > ERROR_TEXT_LIMIT else "")
+
+
+def _failure_text(err: BaseException, hostname: str) -> str:
+    if isinstance(err, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return "did not answer in time"
+    if isinstance(err, aiohttp.ClientConnectorDNSError):
+        return f"host name {hostname!r} could not be resolved"
+    if isinstance(err, aiohttp.ClientConnectorError):
+        return f"refused or unreachable ({err.os_error.strerror or type(err.os_error).__name__})"
+    if isinstance(err, aiohttp.ClientPayloadError):
+        return _payload_text(err)
+    if isinstance(err, aiohttp.ServerDisconnectedError):
+        return "closed the connection before its answer was complete"
+    if isinstance(err, aiohttp.ClientResponseError) and isinstance(err.__cause__, http_exceptions.HttpProcessingError):
+        return f"sent a malformed HTTP response ({_clip(err.__cause__.message or type(err.__cause__).__name__)})"
+    if isinstance(err, aiohttp.ClientOSError):
+        return f"broke the connection ({err.strerror or type(err).__name__})"
+    return f"failed ({type(err).__name__})"
+
+
+def _payload_text(err: aiohttp.ClientPayloadError) -> str:
+    cause = err.__cause__
+    if isinstance(cause, http_exceptions.ContentLengthError):
+        return "ended its response early: fewer bytes than its Content-Length said (truncated body)"
+    if isinstance(cause, http_exceptions.TransferEncodingError):
+        return "ended its response early, in the middle of a chunk (truncated body)"
+    if isinstance(cause, http_exceptions.ContentEncodingError):
+        return "sent a compressed body that does not decompress"
+    return "sent a broken response body (truncated or malformed)"
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    text = " ".join(str(text).split())
+    return text[:limit] + ("…" if len(text) > limit else "")
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """How long a server asks us to wait: ``retry-after-ms`` (OpenAI), or ``Retry-After`` in seconds
+    or as an HTTP date. None when it does not say, or says something unreadable."""
+    try:
+        if (ms := headers.get("retry-after-ms")) is not None:
+            return max(0.0, float(ms) / 1000)
+        value = headers.get("Retry-After")
+        if value is None:
+            return None
+        if value.strip().replace(".", "", 1).isdigit():
+            return float(value)
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

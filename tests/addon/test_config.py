@@ -79,6 +79,7 @@ NOT_IN_ADDON = {
     "workers": "one household's clients fit one process; s6 supervises that one process",
     "tts_pronunciations": "a file of the user's, which the container cannot see: the form takes lines (tts_pronounce)",
     "http_port": "fixed to the ingress port, where Home Assistant's sidebar panel reaches the status page",
+    "stt_silence_threshold": "near digital silence suits every microphone; the form has the gate's switch",
 }
 # Form lists the proxy does not read as space-separated words: one line per item, or a JSON list of objects.
 LIST_FORMS = {"tts_pronounce": "lines", "tts_voice_presets": "objects"}

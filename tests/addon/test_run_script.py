@@ -94,6 +94,8 @@ EVERYTHING = {
     "stt_prompt": "Kitchen, living room",
     "stt_temperature": 0.25,
     "stt_max_seconds": 90.5,
+    "stt_silence_gate": False,
+    "stt_hallucination_filter": False,
     "stt_extra_body": '{"vad_filter": true}',
     "stt_realtime_extra_body": '{"noise_reduction": {"type": "near_field"}}',
     "tts_openai_url": "http://kokoro.local:8880/v1",
@@ -148,6 +150,7 @@ EVERYTHING = {
     "upstream_connect_timeout": 2.5,
     "upstream_read_timeout": 12.5,
     "upstream_retries": 2,
+    "upstream_retry_after_max": 4.5,
     "upstream_max_connections": 10,
 }
 
@@ -164,6 +167,8 @@ EVERYTHING_ENV = {
     "STT_PROMPT": "Kitchen, living room",
     "STT_TEMPERATURE": "0.25",
     "STT_MAX_SECONDS": "90.5",
+    "STT_SILENCE_GATE": "false",
+    "STT_HALLUCINATION_FILTER": "false",
     "STT_EXTRA_BODY": '{"vad_filter": true}',
     "STT_REALTIME_EXTRA_BODY": '{"noise_reduction": {"type": "near_field"}}',
     "TTS_OPENAI_URL": "http://kokoro.local:8880/v1",
@@ -210,6 +215,7 @@ EVERYTHING_ENV = {
     "WYOMING_UPSTREAM_CONNECT_TIMEOUT": "2.5",
     "WYOMING_UPSTREAM_READ_TIMEOUT": "12.5",
     "WYOMING_UPSTREAM_RETRIES": "2",
+    "WYOMING_UPSTREAM_RETRY_AFTER_MAX": "4.5",
     "WYOMING_UPSTREAM_MAX_CONNECTIONS": "10",
 }
 
