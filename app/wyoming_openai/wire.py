@@ -66,26 +66,24 @@ class ClientReader(asyncio.StreamReader):
     async def read_event(self) -> Event | None:
         """The next event, or None when the client has ended its stream between events."""
         try:
-            line = b"\n"
-            while not line.strip():  # blank lines between events are tolerated
+            line = await self.readline()
+            while line.isspace():  # blank lines between events are tolerated
                 line = await self.readline()
-                if not line:
-                    return None
+            if not line:
+                return None
             header = self._last_header if line == self._last_line else self._parse_header(line)
-            data = dict(header.data)
-            payload = None
-            if header.data_length or header.payload_length:  # in one read: most events with data have audio
-                body = await self.readexactly(header.data_length + header.payload_length)
-                if header.data_length:
-                    raw = body[: header.data_length]
-                    data.update(self._last_data if raw == self._last_data_bytes else self._parse_data(raw))
-                if header.payload_length:
-                    payload = body[header.data_length :] if header.data_length else body
+            if not (header.data_length or header.payload_length):
+                return Event(header.type, dict(header.data))
+            body = await self.readexactly(header.data_length + header.payload_length)  # one read: data and audio
         except ValueError:  # the stream reader's limit: a line longer than it
             raise ProtocolError(f"event header longer than {self.limits.max_event_bytes} bytes") from None
         except asyncio.IncompleteReadError:
             raise ProtocolError("connection closed in the middle of an event") from None
-        return Event(header.type, data, payload)
+        if not header.data_length:
+            return Event(header.type, dict(header.data), body)
+        raw = body[: header.data_length]
+        data = self._last_data if raw == self._last_data_bytes else self._parse_data(raw)
+        return Event(header.type, {**header.data, **data}, body[header.data_length :] or None)
 
     def _parse_header(self, line: bytes) -> _Header:
         if not line.endswith(b"\n"):
