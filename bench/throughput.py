@@ -69,8 +69,10 @@ STT_EVENTS = [
     wire(AudioStop().event()),
 ]
 # A satellite streams in real time, 10 chunks per 100 ms; the load generator sends each 100 ms of
-# audio in one write, so its own CPU (which shares this machine with the proxy) stays small.
+# audio in one write, so its own CPU (which shares this machine with the proxy) stays small. By
+# default all of them at once (3 s of speech in a burst, the hardest case); --live at the pace of speech.
 STT_WRITES = [b"".join(STT_EVENTS[i : i + 10]) for i in range(0, len(STT_EVENTS), 10)]
+LIVE_PACE = 0.1  # seconds of audio in each write
 
 
 def own_cpu() -> float:
@@ -114,11 +116,14 @@ async def proxy_tts(port: int) -> None:
                 raise RuntimeError(event.data.get("text"))
 
 
-async def proxy_stt(port: int) -> None:
+async def proxy_stt(port: int, live: bool = False) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         for events in STT_WRITES:
             writer.write(events)
+            if live:
+                await writer.drain()
+                await asyncio.sleep(LIVE_PACE)
         await writer.drain()
         while (event := await async_read_event(reader)) is not None and event.type != "transcript":
             if event.type == "error":
@@ -155,6 +160,10 @@ def parse_args() -> argparse.Namespace:
         help="the upstream's latency varies by up to this fraction (0.2: ±20 %%); 0 keeps the clients in lock-step",
     )  # fmt: skip
     parser.add_argument("--only", choices=("TTS", "STT"), help="measure one direction only")
+    parser.add_argument(
+        "--live", action="store_true",
+        help="send STT audio at the pace it is spoken, as satellites do (default: each utterance in one burst)",
+    )  # fmt: skip
     add_comparisons(parser)
     parser.add_argument(
         "--equal-priority", action="store_true",
@@ -283,7 +292,7 @@ async def main() -> None:
     try:
         for name, direct_request, proxy_request in (
             ("TTS", measure.direct_tts, proxy_tts),
-            ("STT", measure.direct_stt, proxy_stt),
+            ("STT", measure.direct_stt, functools.partial(proxy_stt, live=args.live)),
         ):
             if name not in directions:
                 continue
