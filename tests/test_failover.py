@@ -381,3 +381,18 @@ async def test_a_streamed_transcript_is_recorded_once_as_answered(start_proxy, u
         "wyoming_openai_transcribed_audio_seconds_total", {"upstream": "primary", "model": "gpt-4o-mini-transcribe"}
     )
     assert billed == 0.3
+
+
+async def test_the_fallback_has_the_same_rate_limit_patience(start_proxy, upstream, fallback):
+    """The fallback is an upstream like the primary: --upstream-retry-after-max 0 (never wait) holds
+    for it too, and its 429 reaches the user at once, saying so."""
+    fallback.speech_faults.append(Fault(status=429, message="Rate limit reached", retry_after="1", times=1))
+    proxy = await start_proxy(
+        "--tts-openai-url", f"http://127.0.0.1:{closed_port()}/v1", "--upstream-retry-after-max", "0",
+        env=fallback_env(fallback),
+    )  # fmt: skip
+    async with Client(proxy_port(proxy)) as client:
+        await client.send(Synthesize(text="Hello there.").event())
+        error = await client.read()
+    assert error.type == "error" and "rate limited" in error.data["text"]
+    assert len(speech_requests(fallback)) == 1

@@ -24,23 +24,15 @@ from .settings import OPENAI_VOICES, Backend, Settings, SettingsError, load_sett
 from .streaming import warm_up
 from .stt import Transcriber
 from .tts import Synthesizer
-from .upstream import Upstream
+from .upstream import Upstream, upstream_from_settings
 
 _LOGGER = logging.getLogger("wyoming_openai")
 
 
 def make_upstream(settings: Settings, role: str) -> Upstream:
     prefix = role[:3].lower()
-    return Upstream(
-        role,
-        getattr(settings, f"{prefix}_openai_url"),
-        getattr(settings, f"{prefix}_openai_key"),
-        timeout=settings.upstream_timeout,
-        connect_timeout=settings.upstream_connect_timeout,
-        read_timeout=settings.upstream_read_timeout,
-        retries=settings.upstream_retries,
-        max_connections=settings.upstream_max_connections,
-        retry_after_max=settings.upstream_retry_after_max,
+    return upstream_from_settings(
+        settings, role, getattr(settings, f"{prefix}_openai_url"), getattr(settings, f"{prefix}_openai_key")
     )
 
 

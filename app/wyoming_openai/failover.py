@@ -28,10 +28,10 @@ from .backends import detect_backend, discover_voices, known_backend
 from .catalog import Voice
 from .monitor import Monitor, RequestRecord
 from .realtime import RealtimeTranscriber, RealtimeTranscription
-from .settings import Backend, Secret, Settings
+from .settings import Backend, Settings
 from .stt import Transcriber, Utterance
 from .tts import Synthesizer
-from .upstream import Upstream, UpstreamError
+from .upstream import Upstream, UpstreamError, upstream_from_settings
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -622,29 +622,16 @@ class SpeechSession:
 # --- building ------------------------------------------------------------------------------------
 
 
-def _upstream(settings: Settings, role: str, url: str, key: Secret | None) -> Upstream:
-    return Upstream(
-        role,
-        url,
-        key,
-        timeout=settings.upstream_timeout,
-        connect_timeout=settings.upstream_connect_timeout,
-        read_timeout=settings.upstream_read_timeout,
-        retries=settings.upstream_retries,
-        max_connections=settings.upstream_max_connections,
-    )
-
-
 def _fallback_upstreams(settings: Settings) -> dict[str, Upstream]:
     stt = (settings.stt_fallback_url, settings.stt_fallback_key) if settings.stt_models else (None, None)
     tts = (settings.tts_fallback_url, settings.tts_fallback_key) if settings.tts_models else (None, None)
     if stt[0] and stt == tts:  # one server for both: one pool
-        shared = _upstream(settings, "STT/TTS fallback", *stt)
+        shared = upstream_from_settings(settings, "STT/TTS fallback", *stt)
         return {"stt": shared, "tts": shared}
     made = {}
     for direction, (url, key) in (("stt", stt), ("tts", tts)):
         if url:
-            made[direction] = _upstream(settings, f"{direction.upper()} fallback", url, key)
+            made[direction] = upstream_from_settings(settings, f"{direction.upper()} fallback", url, key)
     return made
 
 

@@ -23,7 +23,7 @@ import aiohttp
 from aiohttp import http_exceptions
 
 from . import __version__
-from .settings import Secret, redact_url
+from .settings import Secret, Settings, redact_url
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -60,6 +60,21 @@ class _Retry(Exception):
     def __init__(self, pause: float, rate_limited: bool = False) -> None:
         self.pause = pause
         self.rate_limited = rate_limited
+
+
+def upstream_from_settings(settings: Settings, role: str, url: str, key: Secret | None) -> Upstream:
+    """An upstream with the time-outs, retries and pool size the settings give every upstream."""
+    return Upstream(
+        role,
+        url,
+        key,
+        timeout=settings.upstream_timeout,
+        connect_timeout=settings.upstream_connect_timeout,
+        read_timeout=settings.upstream_read_timeout,
+        retries=settings.upstream_retries,
+        max_connections=settings.upstream_max_connections,
+        retry_after_max=settings.upstream_retry_after_max,
+    )
 
 
 class Upstream:
