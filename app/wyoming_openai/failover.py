@@ -64,9 +64,8 @@ def failure_kind(err: BaseException) -> str:
 
 
 def requested_wait(err: BaseException) -> float | None:
-    """The seconds a 429 asked us to wait, where upstream.py read its Retry-After."""
-    seconds = getattr(err, "retry_after", None)
-    return float(seconds) if isinstance(seconds, (int, float)) and getattr(err, "status", None) == 429 else None
+    """The seconds a 429 asked us to wait (its Retry-After, as upstream.py read it)."""
+    return err.retry_after if isinstance(err, UpstreamError) and err.status == 429 else None
 
 
 def worth_falling_back(kind: str) -> bool:

@@ -25,11 +25,11 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 
 from .audio import AudioDecodeError, PcmFormat
 from .catalog import Catalog, Voice
+from .failover import FailoverSynthesizer, FailoverTranscriber
 from .monitor import Monitor
 from .settings import Settings
 from .streaming import SentenceSplitter, SpeechStream
-from .stt import Transcriber, Utterance, UtteranceTooLong
-from .tts import Synthesizer
+from .stt import Utterance, UtteranceTooLong
 from .upstream import UpstreamError
 from .wire import ClientReader, ProtocolError, encode_event
 
@@ -52,8 +52,8 @@ class ClientError(Exception):
 class Services:
     settings: Settings
     catalog: Catalog
-    transcriber: Transcriber | None  # failover.FailoverTranscriber: the same calls, over primary + fallback
-    synthesizer: Synthesizer | None  # failover.FailoverSynthesizer
+    transcriber: FailoverTranscriber | None  # the primary upstream, and the fallback if there is one
+    synthesizer: FailoverSynthesizer | None
     monitor: Monitor = field(default_factory=Monitor)
 
 
@@ -294,7 +294,7 @@ class Handler(AsyncEventHandler):
         else:
             self.stream_text = []
 
-    def _new_stream(self, synthesizer: Synthesizer, voice: Voice, language: str | None) -> SpeechStream:
+    def _new_stream(self, synthesizer: FailoverSynthesizer, voice: Voice, language: str | None) -> SpeechStream:
         settings = self.services.settings
         splitter = SentenceSplitter(  # in the language the voice speaks (a preset's own, if it has some)
             voice.language(language) or settings.languages[0],
