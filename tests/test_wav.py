@@ -174,13 +174,19 @@ async def test_audio_ending_in_silence_is_kept():
 # --- what arrived, whatever was asked ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("asked", ["wav", "mp3", "flac", "opus", "aac", "pcm"])
-@pytest.mark.parametrize("kind", ["mp3", "flac", "opus", "aac", "wav"])
+@pytest.mark.parametrize(
+    ("kind", "asked"),
+    [
+        (kind, asked)
+        for kind in ("mp3", "flac", "opus", "aac", "wav")
+        for asked in ("wav", "mp3", "flac", "opus", "aac", "pcm")
+        # Not AAC when raw pcm was asked: its frame sync is no magic word, and raw samples can look like one.
+        if (kind, asked) != ("aac", "pcm")
+    ],
+)
 async def test_the_container_that_arrived_is_decoded(kind, asked):
     rate = 48000 if kind == "opus" else 24000
     body = wav(tone(0.4, rate), rate) if kind == "wav" else encode(kind, tone(0.4, rate), rate)
-    if kind == "aac" and asked == "pcm":
-        pytest.skip("raw pcm asked: an ADTS frame sync is not trusted (raw samples can look like one)")
     fmt, out = await decode(body, asked=asked, cuts=[5, 700, 2000])
     assert fmt == PcmFormat(rate)
     assert abs(len(out) / 2 / rate - 0.4) < 0.09  # encoders pad by up to two frames
