@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import struct
@@ -10,6 +11,7 @@ import wave
 import av
 
 
+@functools.lru_cache(maxsize=256)  # the stand-in answers each request with one: made once, not per request
 def tone(seconds: float, rate: int = 24000, freq: float = 440.0, channels: int = 1, amplitude: int = 8000) -> bytes:
     """16-bit little-endian PCM of a sine tone (channels interleaved)."""
     samples = []
