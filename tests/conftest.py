@@ -46,15 +46,20 @@ def no_secret_in_any_log_record():
     assert not leaked, f"secrets reached log records: {leaked}"
 
 
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    server = FakeUpstream(key=TEST_KEY)
+async def serving(server: FakeUpstream) -> AsyncIterator[FakeUpstream]:
+    """The stand-in started for one test, then stopped; every request it took must follow the spec."""
     await server.start()
     try:
         yield server
     finally:
         await server.stop()
     assert not server.violations, f"requests broke the OpenAI spec: {server.violations}"
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    async for server in serving(FakeUpstream(key=TEST_KEY)):
+        yield server
 
 
 @pytest.fixture
@@ -62,12 +67,8 @@ async def fallback() -> AsyncIterator[FakeUpstream]:
     """A second stand-in, for the proxy's fallback upstream: a Kokoro-FastAPI with its own key."""
     server = FakeUpstream(key=FALLBACK_KEY, backend="KOKORO_FASTAPI", voices=FALLBACK_VOICES)
     server.transcript = "heard by the fallback"
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-    assert not server.violations, f"requests broke the OpenAI spec: {server.violations}"
+    async for started in serving(server):
+        yield started
 
 
 @pytest.fixture

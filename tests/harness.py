@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
+from wyoming.asr import Transcribe
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 from wyoming.event import Event, async_read_event
 
@@ -29,6 +31,27 @@ TEST_SECRETS = (
     # fallback upstreams (tests/test_failover.py, tests/test_settings.py)
     FALLBACK_KEY, "stt-fallback-key-value", "tts-fallback-key-value", "fb-pass", "test-key-not-real-fallback-3e6b",
 )  # fmt: skip
+
+
+def chunks_of(pcm: bytes, sizes: list[int], rate: int = 16000, width: int = 2, channels: int = 1) -> list[Event]:
+    """AudioChunk events cutting ``pcm`` at the given sizes in turn (odd sizes split samples)."""
+    events, start, i = [], 0, 0
+    while start < len(pcm):
+        size = sizes[i % len(sizes)]
+        events.append(AudioChunk(rate=rate, width=width, channels=channels, audio=pcm[start : start + size]).event())
+        start += size
+        i += 1
+    return events
+
+
+def utterance(pcm: bytes, sizes=(1024,), *, rate=16000, width=2, channels=1, language="en", name=None) -> list[Event]:
+    """One utterance as Home Assistant sends it: transcribe, audio-start, the chunks, audio-stop."""
+    return [
+        Transcribe(language=language, name=name).event(),
+        AudioStart(rate=rate, width=width, channels=channels).event(),
+        *chunks_of(pcm, list(sizes), rate, width, channels),
+        AudioStop().event(),
+    ]
 
 
 def reference_file(*parts: str) -> Path:

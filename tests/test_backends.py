@@ -10,7 +10,7 @@ import struct
 
 import pytest
 from audio_samples import tone
-from harness import Client, proxy_port
+from harness import Client, proxy_port, utterance
 from test_stt import transcribe
 from test_tts import assert_truthful, speak
 from upstream import PCM_RATE, PROFILES, SECONDS_PER_CHARACTER, amplitude_for, describe_wav
@@ -123,16 +123,7 @@ async def test_speaches_transcripts_stream_segment_by_segment(start_proxy, upstr
     upstream.transcript = "Turn on the lamp. And the fan."
     proxy = await started(start_proxy, upstream, "speaches", "--stt-streaming-models", "Systran/faster-whisper-small")
     async with Client(proxy_port(proxy)) as client:
-        from test_stt import chunks_of
-        from wyoming.asr import Transcribe
-        from wyoming.audio import AudioStart, AudioStop
-
-        await client.send(
-            Transcribe(language="en").event(),
-            AudioStart(rate=16000, width=2, channels=1).event(),
-            *chunks_of(tone(0.5, 16000), [3200]),
-            AudioStop().event(),
-        )
+        await client.send(*utterance(tone(0.5, 16000), [3200]))
         events = await client.read_until("transcript")
     chunks = [e.data["text"] for e in events if e.type == "transcript-chunk"]
     assert chunks == [" Turn on the lamp.", " And the fan."]

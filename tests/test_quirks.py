@@ -10,14 +10,12 @@ import time
 
 import pytest
 from audio_samples import tone
-from harness import Client, proxy_port
+from harness import Client, proxy_port, utterance
 from realtime_server import RealtimeFault, RealtimeServer
-from test_stt import chunks_of, transcribe
+from test_stt import transcribe
 from test_tts import speak
 from test_upstream_faults import FAST, expect_error_then_close, stt_events
 from upstream import Fault
-from wyoming.asr import Transcribe
-from wyoming.audio import AudioStart, AudioStop
 from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeVoice
 
@@ -292,12 +290,7 @@ async def test_an_empty_streamed_transcript_is_answered_at_once(start_proxy, ups
     upstream.transcript = ""
     proxy = await start_proxy("--stt-streaming-models", "gpt-4o-mini-transcribe")
     async with Client(proxy_port(proxy)) as client:
-        await client.send(
-            Transcribe(language="en").event(),
-            AudioStart(rate=16000, width=2, channels=1).event(),
-            *chunks_of(tone(0.5, 16000), [3200]),
-            AudioStop().event(),
-        )
+        await client.send(*utterance(tone(0.5, 16000), [3200]))
         events = await client.read_until("transcript")
     assert events[-1].data["text"] == ""
 

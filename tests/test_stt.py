@@ -7,32 +7,15 @@ import wave
 
 import pytest
 from audio_samples import tone
-from harness import TEST_KEY, Client, proxy_port, reference_file, until
+from harness import TEST_KEY, Client, chunks_of, proxy_port, reference_file, until, utterance
 from wyoming.asr import Transcribe, Transcript
-from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.audio import AudioStart
 
 
-def chunks_of(pcm: bytes, sizes: list[int], rate: int = 16000, width: int = 2, channels: int = 1) -> list:
-    """AudioChunk events cutting ``pcm`` at the given sizes in turn (odd sizes split samples)."""
-    events, start, i = [], 0, 0
-    while start < len(pcm):
-        size = sizes[i % len(sizes)]
-        events.append(AudioChunk(rate=rate, width=width, channels=channels, audio=pcm[start : start + size]).event())
-        start += size
-        i += 1
-    return events
-
-
-async def transcribe(
-    port: int, pcm: bytes, *, rate=16000, width=2, channels=1, sizes=(1024,), language="en", name=None
-):
+async def transcribe(port: int, pcm: bytes, **shape) -> str:
+    """The transcript of one utterance of ``pcm`` (``shape``: as harness.utterance takes it)."""
     async with Client(port) as client:
-        await client.send(
-            Transcribe(language=language, name=name).event(),
-            AudioStart(rate=rate, width=width, channels=channels).event(),
-            *chunks_of(pcm, list(sizes), rate, width, channels),
-            AudioStop().event(),
-        )
+        await client.send(*utterance(pcm, **shape))
         events = await client.read_until("transcript")
         return Transcript.from_event(events[-1]).text
 
@@ -108,12 +91,7 @@ async def test_two_utterances_on_one_connection(start_proxy, upstream):
     proxy = await start_proxy()
     async with Client(proxy_port(proxy)) as client:
         for seconds in (0.25, 0.5):
-            await client.send(
-                Transcribe(language="en").event(),
-                AudioStart(rate=16000, width=2, channels=1).event(),
-                *chunks_of(tone(seconds, 16000), [1000]),
-                AudioStop().event(),
-            )
+            await client.send(*utterance(tone(seconds, 16000), [1000]))
             events = await client.read_until("transcript")
             assert Transcript.from_event(events[-1]).text.startswith(f"{int(seconds * 16000)} frames")
 
@@ -138,12 +116,7 @@ async def test_streaming_model_sends_transcript_chunks_then_the_transcript(start
     upstream.transcript = "turn on the kitchen light"
     proxy = await start_proxy("--stt-streaming-models", "gpt-4o-transcribe")
     async with Client(proxy_port(proxy)) as client:
-        await client.send(
-            Transcribe(language="en").event(),
-            AudioStart(rate=16000, width=2, channels=1).event(),
-            *chunks_of(tone(0.5, 16000), [999]),
-            AudioStop().event(),
-        )
+        await client.send(*utterance(tone(0.5, 16000), [999]))
         events = await client.read_until("transcript")
     kinds = [e.type for e in events]
     assert kinds[0] == "transcript-start" and kinds[-2:] == ["transcript-stop", "transcript"]
@@ -159,12 +132,7 @@ async def test_a_client_that_leaves_cancels_its_transcription(start_proxy, upstr
     upstream.answer_delay = 5
     proxy = await start_proxy()
     async with Client(proxy_port(proxy)) as client:
-        await client.send(
-            Transcribe(language="en").event(),
-            AudioStart(rate=16000, width=2, channels=1).event(),
-            *chunks_of(tone(0.3, 16000), [1000]),
-            AudioStop().event(),
-        )
+        await client.send(*utterance(tone(0.3, 16000), [1000]))
         await until(lambda: upstream.requests)
     await until(lambda: upstream.cancelled)
     assert upstream.cancelled == 1
