@@ -123,3 +123,12 @@ def shaped_wav(pcm: bytes, rate: int, shape: str) -> bytes:
     if shape == "float":  # 32-bit IEEE float (Kokoros' WavHeader with 32 bits)
         return riff(fmt_chunk(rate, bits=32, tag=3), chunk(b"data", floats(pcm, 32)))
     return wav(pcm, rate)
+
+
+async def pieces(data: bytes, cuts: list[int]):
+    """``data`` as a body that arrives in pieces, cut at ``cuts`` (taken modulo its length)."""
+    start = 0
+    for cut in sorted(set(c % (len(data) + 1) for c in cuts)):
+        yield data[start:cut]
+        start = cut
+    yield data[start:]

@@ -6,19 +6,11 @@ import io
 import wave
 
 import pytest
-from audio_samples import encode, tone, wav
+from audio_samples import encode, pieces, tone, wav
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wyoming_openai.audio import FrameAligner, PcmFormat, S16Converter, decode_speech, to_wav
-
-
-async def pieces(data: bytes, cuts: list[int]):
-    start = 0
-    for cut in sorted(set(c % (len(data) + 1) for c in cuts)):
-        yield data[start:cut]
-        start = cut
-    yield data[start:]
 
 
 async def decode_all(data: bytes, fmt: str, cuts: list[int], **kwargs) -> tuple[PcmFormat, bytes]:

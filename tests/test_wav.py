@@ -10,19 +10,11 @@ import math
 import struct
 
 import pytest
-from audio_samples import chunk, encode, floats, fmt_chunk, riff, streaming_writer_body, tone, wav
+from audio_samples import chunk, encode, floats, fmt_chunk, pieces, riff, streaming_writer_body, tone, wav
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wyoming_openai.audio import AudioDecodeError, PcmFormat, decode_file, decode_speech, sniff
-
-
-async def pieces(data: bytes, cuts: list[int]):
-    start = 0
-    for cut in sorted(set(c % (len(data) + 1) for c in cuts)):
-        yield data[start:cut]
-        start = cut
-    yield data[start:]
 
 
 async def decode(data: bytes, asked: str = "wav", cuts=(), **kwargs) -> tuple[PcmFormat | None, bytes]:

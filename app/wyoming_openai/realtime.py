@@ -25,7 +25,7 @@ import aiohttp
 from .audio import FrameAligner, PcmFormat, S16Converter
 from .catalog import Voice
 from .settings import Settings
-from .upstream import ERROR_TEXT_LIMIT, SPEECH_BODY_TIME_FACTOR, Upstream, UpstreamError, upstream_language
+from .upstream import SPEECH_BODY_TIME_FACTOR, Upstream, UpstreamError, clip, upstream_language
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -102,27 +102,22 @@ class _Socket:
                 return event
             if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
                 code = self.ws.close_code
-                reason = f" ({code}: {_clip(str(message.extra))})" if code not in (None, 1000) and message.extra else ""
+                reason = f" ({code}: {clip(str(message.extra))})" if code not in (None, 1000) and message.extra else ""
                 raise self.error(f"closed the connection{reason}")
             if message.type == aiohttp.WSMsgType.ERROR:
                 raise self.error(
-                    f"broke the websocket protocol ({_clip(str(message.data)) or type(message.data).__name__})"
+                    f"broke the websocket protocol ({clip(str(message.data)) or type(message.data).__name__})"
                 )
             # Binary frames are not part of the protocol: ignore rather than fail a working session.
-
-
-def _clip(text: str) -> str:
-    text = " ".join(text.split())
-    return text[:ERROR_TEXT_LIMIT] + ("…" if len(text) > ERROR_TEXT_LIMIT else "")
 
 
 def _error_text(error: Any) -> str:
     if isinstance(error, dict):
         message = error.get("message") or error.get("code") or error.get("type")
         if message:
-            return _clip(str(message))
+            return clip(str(message))
     if isinstance(error, str) and error:
-        return _clip(error)
+        return clip(error)
     return "no details"
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from .audio import SAMPLE_WIDTH, PcmFormat, peak_below, sample_limit, to_wav
 from .realtime import RealtimeTranscriber
 from .settings import Backend, Settings
-from .upstream import Upstream, UpstreamError, server_sent_events, upstream_language
+from .upstream import Upstream, UpstreamError, clip, server_sent_events, upstream_language
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ def _json_text(reply: Any, where: str) -> str:
         if isinstance(reply.get("segments"), list):
             return "".join(s.get("text", "") for s in reply["segments"] if isinstance(s, dict)).strip()
         if "error" in reply:
-            raise UpstreamError(f"{where} reported an error: {_clip(reply['error'])}")
+            raise UpstreamError(f"{where} reported an error: {_error_message(reply['error'])}")
     raise UpstreamError(f"{where} sent a reply without text")
 
 
@@ -228,7 +228,7 @@ def _event_text(event: Any, where: str) -> tuple[bool, str]:
     if kind == "transcript.text.done":
         return True, event.get("text") if isinstance(event.get("text"), str) else ""
     if kind == "error" or "error" in event:
-        raise UpstreamError(f"{where} reported an error: {_clip(event.get('error') or event)}")
+        raise UpstreamError(f"{where} reported an error: {_error_message(event.get('error') or event)}")
     if kind is None and isinstance(event.get("text"), str):
         return False, event["text"]
     return False, ""
@@ -252,11 +252,8 @@ def _events_text(body: bytes, where: str) -> str:
     return "".join(deltas).strip()
 
 
-def _clip(value: Any) -> str:
-    if isinstance(value, dict) and value.get("message"):
-        value = value["message"]
-    text = " ".join(str(value).split())
-    return text[:300] + ("…" if len(text) > 300 else "")
+def _error_message(value: Any) -> str:
+    return clip(value["message"] if isinstance(value, dict) and value.get("message") else value)
 
 
 # --- Whisper's hallucinations ----------------------------------------------------------------------

@@ -391,8 +391,7 @@ def _error_detail(body: bytes) -> str:
             text = detail if isinstance(detail, str) else json.dumps(detail)
         elif "message" in parsed:
             text = str(parsed["message"])
-    text = " ".join(text.split())
-    return text[:ERROR_TEXT_LIMIT] + ("…" if len(text) > ERROR_TEXT_LIMIT else "")
+    return clip(text)
 
 
 def _failure_text(err: BaseException, hostname: str) -> str:
@@ -407,7 +406,7 @@ def _failure_text(err: BaseException, hostname: str) -> str:
     if isinstance(err, aiohttp.ServerDisconnectedError):
         return "closed the connection before its answer was complete"
     if isinstance(err, aiohttp.ClientResponseError) and isinstance(err.__cause__, http_exceptions.HttpProcessingError):
-        return f"sent a malformed HTTP response ({_clip(err.__cause__.message or type(err.__cause__).__name__)})"
+        return f"sent a malformed HTTP response ({clip(err.__cause__.message or type(err.__cause__).__name__, 80)})"
     if isinstance(err, aiohttp.ClientOSError):
         return f"broke the connection ({err.strerror or type(err).__name__})"
     return f"failed ({type(err).__name__})"
@@ -424,7 +423,8 @@ def _payload_text(err: aiohttp.ClientPayloadError) -> str:
     return "sent a broken response body (truncated or malformed)"
 
 
-def _clip(text: str, limit: int = 80) -> str:
+def clip(text: object, limit: int = ERROR_TEXT_LIMIT) -> str:
+    """Text from a server, on one line and at most ``limit`` characters, to quote in an error."""
     text = " ".join(str(text).split())
     return text[:limit] + ("…" if len(text) > limit else "")
 
